@@ -1,0 +1,168 @@
+//! The embedded backend: the conformance suite, plus what only a local disk can show.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use levee_queue::{EmbeddedOptions, EmbeddedQueue, NewMessage, Queue, QueueError, QueueSpec};
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("queue-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+fn options() -> EmbeddedOptions {
+    EmbeddedOptions {
+        min_free_disk_bytes: 0,
+        max_size_bytes: None,
+    }
+}
+
+async fn fresh() -> Arc<dyn Queue> {
+    // Each case gets its own directory; it stays until `cargo clean`.
+    let dir = temp_dir().keep();
+    Arc::new(EmbeddedQueue::open(&dir, options()).unwrap())
+}
+
+mod conformance {
+    use super::*;
+    levee_queue::conformance_suite!(fresh());
+}
+
+fn spec(name: &str) -> QueueSpec {
+    QueueSpec {
+        name: name.into(),
+        max_attempts: 5,
+        max_depth: 1_000_000,
+    }
+}
+
+fn message(i: usize) -> NewMessage {
+    NewMessage {
+        id: format!("m{i}"),
+        payload: br#"{"email":"ada@example.org","zip":"37415"}"#.to_vec(),
+    }
+}
+
+async fn open(dir: &Path, options: EmbeddedOptions) -> EmbeddedQueue {
+    let q = EmbeddedQueue::open(dir, options).unwrap();
+    q.declare(&spec("s")).await.unwrap();
+    q
+}
+
+#[tokio::test]
+async fn messages_survive_a_reopen() {
+    let dir = temp_dir();
+    let q = open(dir.path(), options()).await;
+    q.send("s", (0..10).map(message).collect()).await.unwrap();
+    q.close().await;
+    drop(q);
+
+    let q = open(dir.path(), options()).await;
+    assert_eq!(q.stats("s").await.unwrap().depth, 10);
+    let got = q.receive("s", 100, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.len(), 10);
+}
+
+#[tokio::test]
+async fn one_process_at_a_time() {
+    let dir = temp_dir();
+    let _q = open(dir.path(), options()).await;
+    let second = EmbeddedQueue::open(dir.path(), options());
+    assert!(matches!(second, Err(QueueError::Unavailable(m)) if m.contains("in use")));
+}
+
+#[tokio::test]
+async fn leases_of_a_dead_process_come_back_at_once_as_spent_attempts() {
+    let dir = temp_dir();
+    let q = open(dir.path(), options()).await;
+    q.send("s", vec![message(1)]).await.unwrap();
+    let got = q.receive("s", 1, Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    // No close: as if the process had been killed while holding the lease.
+    drop(q);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let q = open(dir.path(), options()).await;
+    let again = q.receive("s", 1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn a_full_file_refuses_sends_and_keeps_what_it_has() {
+    let dir = temp_dir();
+    let q = open(
+        dir.path(),
+        EmbeddedOptions {
+            max_size_bytes: Some(256 * 1024),
+            ..options()
+        },
+    )
+    .await;
+    let mut accepted = 0;
+    let refusal = loop {
+        match q.send("s", vec![message(accepted)]).await {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100_000, "the size cap never took effect");
+    };
+    assert!(matches!(refusal, QueueError::Full(_)), "{refusal:?}");
+    assert_eq!(q.stats("s").await.unwrap().depth, accepted as u64);
+    // Draining makes room again.
+    let got = q
+        .receive("s", accepted, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), accepted, "every accepted message is still there");
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    q.ack("s", &receipts).await.unwrap();
+    q.send("s", vec![message(1_000_000)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn low_free_disk_refuses_sends() {
+    let dir = temp_dir();
+    let q = open(
+        dir.path(),
+        EmbeddedOptions {
+            min_free_disk_bytes: u64::MAX,
+            ..options()
+        },
+    )
+    .await;
+    let refused = q.send("s", vec![message(1)]).await;
+    assert!(matches!(refused, Err(QueueError::Full(m)) if m.contains("free")));
+    assert_eq!(q.stats("s").await.unwrap().depth, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_share_commits_and_all_land() {
+    let dir = temp_dir();
+    let q = Arc::new(open(dir.path(), options()).await);
+    let tasks: Vec<_> = (0..2000)
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { q.send("s", vec![message(i)]).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(q.stats("s").await.unwrap().depth, 2000);
+}
+
+#[tokio::test]
+async fn closed_queue_answers_unavailable() {
+    let dir = temp_dir();
+    let q = open(dir.path(), options()).await;
+    q.close().await;
+    let result = q.send("s", vec![message(1)]).await;
+    assert!(
+        matches!(result, Err(QueueError::Unavailable(_))),
+        "{result:?}"
+    );
+}
