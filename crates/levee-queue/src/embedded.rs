@@ -199,6 +199,9 @@ impl EmbeddedQueue {
     }
 
     fn counts(&self, queue: &str) -> Result<Counts> {
+        if self.commands.is_closed() {
+            return Err(unavailable("the queue is closed"));
+        }
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         shared
             .get(queue)
