@@ -1,0 +1,165 @@
+//! `levee serve`: open the queue, build the HTTP app for the chosen roles, serve until
+//! SIGTERM or SIGINT, then shut down in order: stop accepting, finish the requests in
+//! flight, flush the queue.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{StatusCode, Uri};
+use levee_config::Config;
+use levee_intake::{ApiError, Intake};
+use levee_queue::{EmbeddedOptions, EmbeddedQueue, Queue};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// How long requests in flight may take to finish once shutdown has begun.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What a node runs (`--roles`). Every node is the same binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The write API.
+    Intake,
+    /// Drains queues into the database.
+    Worker,
+    /// Admin API and UI.
+    Admin,
+    /// Serves the local store.
+    Static,
+    /// Runs scheduled jobs.
+    Scheduler,
+}
+
+pub fn run(config_path: Option<&Path>, roles: &[Role]) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    if config_path.is_none() {
+        tracing::info!("no --config given: running the built-in demo");
+    }
+    let later: Vec<_> = roles.iter().filter(|r| **r != Role::Intake).collect();
+    if !later.is_empty() {
+        tracing::info!(roles = ?later, "these roles arrive in a later version of levee");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config, roles))
+}
+
+async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let queue_dir = config
+        .queue
+        .embedded
+        .path
+        .clone()
+        .unwrap_or_else(|| config.server.data_dir.join("queue"));
+    let queue = Arc::new(
+        EmbeddedQueue::open(
+            &queue_dir,
+            EmbeddedOptions {
+                min_free_disk_bytes: config.queue.embedded.min_free_disk_bytes,
+                max_size_bytes: config.queue.embedded.max_size_bytes,
+            },
+        )
+        .with_context(|| format!("cannot open the queue in {}", queue_dir.display()))?,
+    );
+    let intake = Intake::new(
+        &config.streams,
+        queue.clone(),
+        config.server.trust_forwarded_for,
+    )
+    .await?;
+
+    let mut app = Router::new();
+    if roles.contains(&Role::Intake) {
+        app = app.merge(levee_intake::router(
+            Arc::new(intake),
+            config.server.noop_route,
+        ));
+    }
+    let app = with_limits(app, &config);
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    // On stdout, for people and for the tests that start levee on port 0.
+    println!("levee listening on http://{addr}");
+    tracing::info!(%addr, streams = config.streams.len(), "levee is up");
+
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("the HTTP server failed")?,
+        () = grace => tracing::warn!("requests still running after the shutdown grace period"),
+    }
+    // Nothing sends any more: flush and close the queue.
+    queue.close().await;
+    tracing::info!("levee stopped");
+    Ok(())
+}
+
+/// Explicit limits around every route, each with its answer when full: at most
+/// `max_concurrent_requests` at once (503 past it, at once), a body must arrive within
+/// `request_timeout_seconds` (408), JSON 404/405 for what no route takes.
+fn with_limits(app: Router, config: &Config) -> Router {
+    app.fallback(|uri: Uri| async move {
+        tracing::debug!(%uri, "no route");
+        ApiError::not_found()
+    })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this method is not allowed here",
+        )
+    })
+    .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+        config.server.request_timeout_seconds,
+    )))
+    .layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                ApiError::unavailable("levee is at its limit of concurrent requests", 1)
+            }))
+            .load_shed()
+            .concurrency_limit(config.server.max_concurrent_requests),
+    )
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = ctrl_c.await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    token.cancel();
+}

@@ -1,0 +1,135 @@
+//! Running a real `levee serve` process for black-box tests.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `levee serve` child process listening on a free port.
+pub struct Levee {
+    child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+/// Write the starter config and schema into `dir`.
+pub fn write_config(dir: &Path) {
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    std::fs::write(dir.join("levee.toml"), levee_config::STARTER_TOML).unwrap();
+    std::fs::write(
+        dir.join(levee_config::SIGNUP_SCHEMA_PATH),
+        levee_config::SIGNUP_SCHEMA,
+    )
+    .unwrap();
+}
+
+impl Levee {
+    /// Start levee on `dir/levee.toml` and wait until it listens.
+    pub fn start(dir: &Path) -> Levee {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("levee.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_levee"))
+            .args(["serve", "--config"])
+            .arg(dir.join("levee.toml"))
+            .env("LEVEE_SERVER__LISTEN", "127.0.0.1:0")
+            .env("LEVEE_QUEUE__EMBEDDED__MIN_FREE_DISK_BYTES", "0")
+            .env("LEVEE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start levee");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            assert!(
+                Instant::now() < deadline,
+                "levee did not start; see {}/levee.log",
+                dir.display()
+            );
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("levee listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => panic!(
+                    "levee exited before listening; see {}/levee.log",
+                    dir.display()
+                ),
+            }
+        };
+        Levee {
+            child,
+            url,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Levee {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Open the queue that levee left in `dir`, with no disk reserve.
+pub fn open_queue(dir: &Path) -> levee_queue::EmbeddedQueue {
+    levee_queue::EmbeddedQueue::open(
+        &dir.join("levee-data/queue"),
+        levee_queue::EmbeddedOptions {
+            min_free_disk_bytes: 0,
+            max_size_bytes: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Declare the signups queue as levee does, so it can be read.
+pub async fn declare_signups(queue: &dyn levee_queue::Queue) {
+    queue
+        .declare(&levee_queue::QueueSpec {
+            name: "signups".into(),
+            max_attempts: 5,
+            max_depth: 10_000_000,
+        })
+        .await
+        .unwrap();
+}
+
+/// Every message id in the signups queue (receiving them all under a long lease).
+pub async fn all_ids(queue: &dyn levee_queue::Queue) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let got = queue
+            .receive("signups", 1000, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            return ids;
+        }
+        ids.extend(got.into_iter().map(|d| d.id));
+    }
+}
