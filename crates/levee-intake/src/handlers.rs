@@ -16,6 +16,7 @@ use governor::clock::{Clock, DefaultClock};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use levee_queue::MessageState;
 use serde_json::json;
+use tower_http::timeout::TimeoutError;
 
 use crate::error::ApiError;
 use crate::{Intake, Stream, payload};
@@ -224,7 +225,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::too_large(limit)),
+        Err(e) if caused_by::<LengthLimitError>(&*e) => Err(ApiError::too_large(limit)),
+        Err(e) if caused_by::<TimeoutError>(&*e) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request body did not arrive in time",
+        )),
         Err(e) => {
             tracing::debug!(error = %e, "request body could not be read");
             Err(ApiError::new(
@@ -234,4 +240,16 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
             ))
         }
     }
+}
+
+/// Whether `T` is anywhere in the chain of `error`'s causes.
+fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<T>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }

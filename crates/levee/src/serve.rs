@@ -17,6 +17,7 @@ use levee_queue::{EmbeddedOptions, EmbeddedQueue, Queue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// How long requests in flight may take to finish once shutdown has begun.
@@ -140,7 +141,10 @@ fn with_limits(app: Router, config: &Config) -> Router {
                 ApiError::unavailable("levee is at its limit of concurrent requests", 1)
             }))
             .load_shed()
-            .concurrency_limit(config.server.max_concurrent_requests),
+            // Global: `Router::layer` wraps each route apart, and the limit is for all.
+            .layer(GlobalConcurrencyLimitLayer::new(
+                config.server.max_concurrent_requests,
+            )),
     )
 }
 

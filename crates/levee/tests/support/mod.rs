@@ -28,6 +28,11 @@ pub fn write_config(dir: &Path) {
 impl Levee {
     /// Start levee on `dir/levee.toml` and wait until it listens.
     pub fn start(dir: &Path) -> Levee {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Start levee with extra environment (config overrides such as `LEVEE_SERVER__…`).
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Levee {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,6 +44,7 @@ impl Levee {
             .env("LEVEE_SERVER__LISTEN", "127.0.0.1:0")
             .env("LEVEE_QUEUE__EMBEDDED__MIN_FREE_DISK_BYTES", "0")
             .env("LEVEE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
