@@ -165,6 +165,19 @@ pub struct StreamConfig {
     /// Column name → JSON pointer into the payload.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Workers draining this stream on each node. Default 2.
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Messages written per database statement. Default 100.
+    #[serde(default = "defaults::batch_max")]
+    pub batch_size: usize,
+    /// How long a worker holds a batch before it is delivered again. Default 60 s.
+    #[serde(default = "defaults::lease_seconds")]
+    pub lease_seconds: u64,
+    /// First retry delay of a message the database rejects; it doubles with each attempt.
+    /// Default 1 s.
+    #[serde(default = "defaults::retry_seconds")]
+    pub retry_seconds: u64,
 }
 
 impl StreamConfig {
@@ -214,6 +227,15 @@ mod defaults {
     }
     pub fn max_depth() -> u64 {
         10_000_000
+    }
+    pub fn workers() -> usize {
+        2
+    }
+    pub fn lease_seconds() -> u64 {
+        60
+    }
+    pub fn retry_seconds() -> u64 {
+        1
     }
 }
 
@@ -322,6 +344,23 @@ impl Config {
         if let Some(p) = &mut self.queue.embedded.path {
             resolve(p);
         }
+        if let Some(url) = &mut self.database.url
+            && let Some(rest) = url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(':')
+        {
+            *url = format!("sqlite://{}", base.join(rest).display());
+        }
+    }
+
+    /// The database the workers write to: `database.url`, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("levee.db").display()
+            )
+        })
     }
 
     /// Replace file schemas by their parsed contents.
@@ -452,6 +491,15 @@ impl Config {
                     key("batch_max_bytes"),
                     format!("must be between 1 and {MAX_PAYLOAD_BYTES}"),
                 );
+            }
+            if s.workers > 64 {
+                p(key("workers"), "must be at most 64".into());
+            }
+            if s.batch_size == 0 || s.batch_size > 1000 {
+                p(key("batch_size"), "must be between 1 and 1000".into());
+            }
+            if s.lease_seconds == 0 {
+                p(key("lease_seconds"), "must be at least 1".into());
             }
             if s.max_depth == 0 {
                 p(key("max_depth"), "must be at least 1".into());

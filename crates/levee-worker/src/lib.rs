@@ -1,0 +1,267 @@
+//! Workers drain each stream's queue into its sink.
+//!
+//! A worker leases a batch, writes it in one statement (idempotent by message id) and acks
+//! only after the database has committed it. Failures are sorted:
+//! - transient (the database is down, busy, read-only): the leases are released without
+//!   spending an attempt and the [`Breaker`] makes every worker of the sink back off;
+//! - rejected (the data): the batch is split in halves until the bad messages stand alone;
+//!   the good halves commit, each bad message is nacked with its error and dead-lettered
+//!   by the queue once it has used up `max_attempts`.
+//!
+//! Paused streams are not received from ([`Control`]); intake keeps accepting meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use levee_config::StreamConfig;
+use levee_queue::{Delivery, Queue, Receipt};
+use levee_sink::{Mapping, Row, Sink, SinkError};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+mod breaker;
+mod control;
+
+pub use breaker::{Breaker, Health};
+pub use control::{Control, ControlError, Pause};
+
+/// How long a worker waits before looking again at an empty queue.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Longest wait before a rejected message is tried again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// What one stream's workers need to know.
+#[derive(Debug, Clone)]
+pub struct StreamDrain {
+    pub name: String,
+    pub mapping: Mapping,
+    pub workers: usize,
+    pub batch_size: usize,
+    pub lease: Duration,
+    /// First retry delay of a rejected message; doubles with each attempt.
+    pub retry_delay: Duration,
+}
+
+impl StreamDrain {
+    pub fn from_config(config: &StreamConfig) -> StreamDrain {
+        StreamDrain {
+            name: config.name.clone(),
+            mapping: mapping(config),
+            workers: config.workers,
+            batch_size: config.batch_size,
+            lease: Duration::from_secs(config.lease_seconds),
+            retry_delay: Duration::from_secs(config.retry_seconds),
+        }
+    }
+}
+
+/// The table mapping of a stream.
+pub fn mapping(config: &StreamConfig) -> Mapping {
+    Mapping {
+        table: config.table().to_owned(),
+        columns: config
+            .columns
+            .iter()
+            .map(|(c, p)| (c.clone(), p.clone()))
+            .collect(),
+    }
+}
+
+/// All the workers of a node, over one queue and one sink.
+pub struct Drain {
+    queue: Arc<dyn Queue>,
+    sink: Arc<dyn Sink>,
+    control: Arc<Control>,
+    breaker: Arc<Breaker>,
+    streams: Vec<StreamDrain>,
+    stored: HashMap<String, AtomicU64>,
+}
+
+impl Drain {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        sink: Arc<dyn Sink>,
+        control: Arc<Control>,
+        streams: Vec<StreamDrain>,
+    ) -> Drain {
+        let stored = streams
+            .iter()
+            .map(|s| (s.name.clone(), AtomicU64::new(0)))
+            .collect();
+        Drain {
+            queue,
+            sink,
+            control,
+            breaker: Arc::new(Breaker::default()),
+            streams,
+            stored,
+        }
+    }
+
+    /// Start every worker; each returns once `shutdown` is cancelled, after finishing the
+    /// batch in hand.
+    pub fn spawn(self: &Arc<Self>, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for (index, stream) in self.streams.iter().enumerate() {
+            for _ in 0..stream.workers {
+                let (drain, shutdown) = (self.clone(), shutdown.clone());
+                handles.push(tokio::spawn(async move {
+                    drain.work(index, shutdown).await;
+                }));
+            }
+        }
+        handles
+    }
+
+    /// Messages of `stream` written to the database by this node since it started.
+    pub fn stored(&self, stream: &str) -> u64 {
+        self.stored
+            .get(stream)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    pub fn health(&self) -> Health {
+        self.breaker.health()
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    async fn work(&self, index: usize, shutdown: CancellationToken) {
+        let stream = &self.streams[index];
+        let mut changes = self.control.subscribe();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if self.control.paused(&stream.name).is_some() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = changes.changed() => continue,
+                }
+            }
+            if !self.breaker.ready(&shutdown).await {
+                return;
+            }
+            let batch = match self
+                .queue
+                .receive(&stream.name, stream.batch_size, stream.lease)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(stream = stream.name, error = %e, "cannot receive from the queue");
+                    sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                // Pausing while idle must take effect at once, too.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            // The batch in hand is finished even during shutdown.
+            if let Err(e) = self.deliver(stream, batch).await {
+                tracing::error!(stream = stream.name, error = %e, "queue failure after a write");
+            }
+        }
+    }
+
+    /// Write a batch; ack what committed, release it all on a transient failure, and
+    /// isolate rejected messages by splitting.
+    async fn deliver(&self, stream: &StreamDrain, batch: Vec<Delivery>) -> levee_queue::Result<()> {
+        let q = &stream.name;
+        let mut readable = Vec::with_capacity(batch.len());
+        for d in batch {
+            match serde_json::from_slice::<Value>(&d.payload) {
+                Ok(payload) => readable.push((d, payload)),
+                // Intake only enqueues JSON: this can never be written, whatever the retries.
+                Err(e) => {
+                    self.reject(stream, &d, &format!("payload is not JSON: {e}"))
+                        .await?
+                }
+            }
+        }
+        // Slices [start, end) of the batch still to write.
+        let mut pending = vec![(0, readable.len())];
+        while let Some((start, end)) = pending.pop() {
+            let slice = &readable[start..end];
+            let rows: Vec<Row<'_>> = slice
+                .iter()
+                .map(|(d, payload)| Row {
+                    id: &d.id,
+                    received_at: d.enqueued_at,
+                    payload,
+                })
+                .collect();
+            match self.sink.write(&stream.mapping, &rows).await {
+                Ok(()) => {
+                    self.breaker.success();
+                    self.queue.ack(q, &receipts(slice)).await?;
+                    self.stored[q].fetch_add(slice.len() as u64, Ordering::Relaxed);
+                }
+                Err(SinkError::Transient(e) | SinkError::Schema(e)) => {
+                    self.breaker.failure(&e);
+                    let mut unsent = receipts(slice);
+                    for (s, e) in pending.drain(..) {
+                        unsent.extend(receipts(&readable[s..e]));
+                    }
+                    return self.queue.release(q, &unsent).await;
+                }
+                Err(SinkError::Rejected(e)) if slice.len() == 1 => {
+                    self.breaker.success();
+                    self.reject(stream, &slice[0].0, &e).await?;
+                }
+                Err(SinkError::Rejected(_)) => {
+                    let mid = start + slice.len() / 2;
+                    pending.push((mid, end));
+                    pending.push((start, mid));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Give a message back to be retried later; the queue dead-letters it once it has used
+    /// up its attempts.
+    async fn reject(
+        &self,
+        stream: &StreamDrain,
+        d: &Delivery,
+        error: &str,
+    ) -> levee_queue::Result<()> {
+        tracing::warn!(
+            stream = stream.name,
+            id = d.id,
+            attempts = d.attempts,
+            error,
+            "message rejected"
+        );
+        let delay = stream
+            .retry_delay
+            .saturating_mul(1 << d.attempts.saturating_sub(1).min(16))
+            .min(MAX_RETRY_DELAY);
+        self.queue
+            .nack(&stream.name, &d.receipt, delay, error)
+            .await
+    }
+}
+
+fn receipts(batch: &[(Delivery, Value)]) -> Vec<Receipt> {
+    batch.iter().map(|(d, _)| d.receipt.clone()).collect()
+}
+
+async fn sleep_or_stop(shutdown: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
