@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Body;
@@ -40,6 +41,7 @@ pub async fn post_one(
     let messages = payload::messages(stream, vec![Ok(value)], key, false)?;
     let id = messages[0].id.clone();
     intake.queue.send(&name, messages).await?;
+    stream.accepted.fetch_add(1, Ordering::Relaxed);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "stream": name, "status": "queued"})),
@@ -81,6 +83,9 @@ pub async fn post_batch(
     let messages = payload::messages(stream, items, key, true)?;
     let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
     intake.queue.send(&name, messages).await?;
+    stream
+        .accepted
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"ids": ids, "stream": name, "status": "queued"})),
@@ -93,7 +98,7 @@ pub async fn get_message(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((name, id)) = path.map_err(|_| ApiError::not_found())?;
-    intake.stream(&name)?;
+    let stream = intake.stream(&name)?;
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -107,7 +112,17 @@ pub async fn get_message(
     let status = match intake.queue.state(&name, &id).await? {
         Some(MessageState::Queued | MessageState::InFlight) => "queued",
         Some(MessageState::Dead) => "dead",
-        None => return Err(unknown()),
+        None => match &intake.sink {
+            Some(sink) => match sink.contains(stream.config.table(), &id).await {
+                Ok(true) => "stored",
+                Ok(false) => return Err(unknown()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "status lookup in the database failed");
+                    return Err(ApiError::unavailable("the database cannot be reached", 5));
+                }
+            },
+            None => return Err(unknown()),
+        },
     };
     Ok(Json(json!({"id": id, "stream": name, "status": status})).into_response())
 }

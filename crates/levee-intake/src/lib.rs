@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use levee_config::StreamConfig;
 use levee_queue::{Queue, QueueError, QueueSpec};
+use levee_sink::Sink;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 mod error;
@@ -31,6 +33,8 @@ pub use error::{ApiError, Detail};
 pub struct Intake {
     streams: HashMap<String, Stream>,
     queue: Arc<dyn Queue>,
+    /// Where drained messages end up, to answer `stored` in the status lookup.
+    sink: Option<Arc<dyn Sink>>,
     trust_forwarded_for: bool,
 }
 
@@ -39,6 +43,8 @@ struct Stream {
     config: StreamConfig,
     validator: jsonschema::Validator,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Messages accepted by this node since it started.
+    accepted: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +85,29 @@ impl Intake {
                     config: config.clone(),
                     validator,
                     limiter,
+                    accepted: AtomicU64::new(0),
                 },
             );
         }
         Ok(Intake {
             streams: compiled,
             queue,
+            sink: None,
             trust_forwarded_for,
         })
+    }
+
+    /// Answer `stored` for messages found in this sink once the queue no longer has them.
+    pub fn with_sink(mut self, sink: Arc<dyn Sink>) -> Intake {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Messages of `stream` accepted by this node since it started.
+    pub fn accepted(&self, stream: &str) -> u64 {
+        self.streams
+            .get(stream)
+            .map_or(0, |s| s.accepted.load(Ordering::Relaxed))
     }
 
     fn stream(&self, name: &str) -> Result<&Stream, ApiError> {

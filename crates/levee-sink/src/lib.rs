@@ -427,10 +427,35 @@ impl Sink for SqlSink {
     }
 }
 
+fn is_missing_table_or_column(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
+        return matches!(my.number(), 1146 | 1054);
+    }
+    match db.code().as_deref() {
+        Some("42P01" | "42703") => true,
+        // SQLite reports these as a generic error (1) with a message.
+        Some("1") => {
+            let m = db.message();
+            m.starts_with("no such table")
+                || m.starts_with("no such column")
+                || m.contains("has no column named")
+        }
+        _ => false,
+    }
+}
+
 /// Transient or the data's fault? Errors of the connection, of load (deadlocks, lock
 /// timeouts, too many connections) and of a read-only server during a failover are
 /// transient; any other error the database raises is about the rows.
 pub fn classify(e: sqlx::Error) -> SinkError {
+    if is_missing_table_or_column(&e) {
+        // The operator's to fix (`levee migrate`), not the messages': never dead-letter them
+        // for it.
+        return SinkError::Schema(e.to_string());
+    }
     let transient = match &e {
         sqlx::Error::Database(db) => {
             if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {

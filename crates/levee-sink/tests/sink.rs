@@ -211,3 +211,25 @@ macro_rules! suite {
 }
 
 suite!(sqlite, postgres, mysql);
+
+mod missing_table {
+    use super::*;
+
+    /// A table that does not exist is the operator's problem, never the message's.
+    #[tokio::test]
+    async fn is_a_schema_error_on_every_dialect() {
+        for dialect in ["sqlite", "postgres", "mysql"] {
+            let Some(sink) = sink(dialect).await else {
+                continue;
+            };
+            let payload = json!({"email": "ada@example.org"});
+            let result = sink
+                .write(&mapping(&unique_table()), &[row("x", &payload)])
+                .await;
+            assert!(
+                matches!(result, Err(SinkError::Schema(_))),
+                "{dialect}: {result:?}"
+            );
+        }
+    }
+}

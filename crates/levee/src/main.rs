@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod init;
 mod serve;
+mod token;
 
 // glibc's malloc showed up at ~9% of intake's CPU under load (bench/intake); mimalloc is
 // made for many small, short-lived allocations across threads.
@@ -54,12 +56,85 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Create the configured streams' tables, or say what an existing table lacks.
+    Migrate,
+    /// Per-stream status of a running node.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: Node,
+    },
+    /// Stop draining a stream (or all) into the database; intake keeps accepting.
+    Pause {
+        stream: Option<String>,
+        /// Shown to users while paused, e.g. "New sign-ups are delayed a few minutes".
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        node: Node,
+    },
+    /// Drain again.
+    Resume {
+        stream: Option<String>,
+        #[command(flatten)]
+        node: Node,
+    },
+    /// Dead letters of a stream: list, show ID, redrive [IDS], purge [IDS].
+    Dead {
+        #[arg(value_parser = ["list", "show", "redrive", "purge"])]
+        action: String,
+        stream: String,
+        ids: Vec<String>,
+        #[command(flatten)]
+        node: Node,
+    },
+}
+
+/// Which running node a command talks to.
+#[derive(clap::Args)]
+struct Node {
+    /// The node's URL; default: the config's listen address.
+    #[arg(long, env = "LEVEE_URL")]
+    url: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Load and validate the configuration, then print a summary.
     Check,
+}
+
+/// Commands that talk to a database or a running node.
+fn run_client(config: Option<&std::path::Path>, command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let node = |n: &Node| client::Client::new(config, n.url.as_deref());
+        match command {
+            Command::Migrate => client::migrate(config).await,
+            Command::Status { json, node: n } => client::status(&node(&n)?, json).await,
+            Command::Pause {
+                stream,
+                message,
+                node: n,
+            } => client::pause(&node(&n)?, stream.as_deref(), message).await,
+            Command::Resume { stream, node: n } => {
+                client::resume(&node(&n)?, stream.as_deref()).await
+            }
+            Command::Dead {
+                action,
+                stream,
+                ids,
+                node: n,
+            } => client::dead(&node(&n)?, &action, &stream, &ids).await,
+            Command::Serve { .. } | Command::Init { .. } | Command::Config { .. } => {
+                unreachable!("handled in main")
+            }
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -77,6 +152,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => init::check(cli.config.as_deref()),
+        command => run_client(cli.config.as_deref(), command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

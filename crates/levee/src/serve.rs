@@ -11,9 +11,12 @@ use anyhow::Context;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{StatusCode, Uri};
+use levee_admin::Admin;
 use levee_config::Config;
 use levee_intake::{ApiError, Intake};
 use levee_queue::{EmbeddedOptions, EmbeddedQueue, Queue};
+use levee_sink::{Sink, SinkOptions, SqlSink};
+use levee_worker::{Control, Drain, StreamDrain};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -43,7 +46,10 @@ pub fn run(config_path: Option<&Path>, roles: &[Role]) -> anyhow::Result<()> {
     if config_path.is_none() {
         tracing::info!("no --config given: running the built-in demo");
     }
-    let later: Vec<_> = roles.iter().filter(|r| **r != Role::Intake).collect();
+    let later: Vec<_> = roles
+        .iter()
+        .filter(|r| matches!(r, Role::Static | Role::Scheduler))
+        .collect();
     if !later.is_empty() {
         tracing::info!(roles = ?later, "these roles arrive in a later version of levee");
     }
@@ -51,10 +57,25 @@ pub fn run(config_path: Option<&Path>, roles: &[Role]) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(config, roles))
+        .block_on(serve(config, roles, config_path.is_none()))
 }
 
-async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
+/// Check that every stream's table fits. The demo creates its tables; a configured node
+/// only warns, and its workers back off until `levee migrate` has run.
+async fn prepare_tables(sink: &SqlSink, drains: &[StreamDrain], demo: bool) {
+    for d in drains {
+        let result = if demo {
+            sink.migrate(&d.mapping).await.map(|_| ())
+        } else {
+            sink.check(&d.mapping).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(stream = d.name, error = %e, "the stream's table is not ready; run `levee migrate`");
+        }
+    }
+}
+
+async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
@@ -74,19 +95,57 @@ async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         )
         .with_context(|| format!("cannot open the queue in {}", queue_dir.display()))?,
     );
-    let intake = Intake::new(
-        &config.streams,
-        queue.clone(),
-        config.server.trust_forwarded_for,
-    )
-    .await?;
+    let sink = Arc::new(SqlSink::connect(
+        &config.database_url(),
+        &SinkOptions::default(),
+    )?);
+    let drains: Vec<StreamDrain> = config
+        .streams
+        .iter()
+        .map(StreamDrain::from_config)
+        .collect();
+    prepare_tables(&sink, &drains, demo).await;
+    let intake = Arc::new(
+        Intake::new(
+            &config.streams,
+            queue.clone(),
+            config.server.trust_forwarded_for,
+        )
+        .await?
+        .with_sink(sink.clone()),
+    );
+    let control = Arc::new(Control::open(
+        &config.server.data_dir.join("control.json"),
+        config.streams.iter().map(|s| s.name.clone()).collect(),
+    )?);
+    let drain = Arc::new(Drain::new(queue.clone(), sink, control, drains));
+    let workers = if roles.contains(&Role::Worker) {
+        drain.spawn(&shutdown)
+    } else {
+        Vec::new()
+    };
 
     let mut app = Router::new();
     if roles.contains(&Role::Intake) {
         app = app.merge(levee_intake::router(
-            Arc::new(intake),
+            intake.clone(),
             config.server.noop_route,
         ));
+    }
+    if roles.contains(&Role::Admin) {
+        let admin = Arc::new(Admin::new(
+            crate::token::admin_token(&config.server.data_dir)?,
+            queue.clone(),
+            intake,
+            drain,
+            config
+                .streams
+                .iter()
+                .map(|s| (s.name.clone(), s.max_depth))
+                .collect(),
+        ));
+        tokio::spawn(admin.clone().sample_rates(shutdown.clone()));
+        app = app.merge(levee_admin::router(admin));
     }
     let app = with_limits(app, &config);
 
@@ -111,7 +170,11 @@ async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         result = server => result.context("the HTTP server failed")?,
         () = grace => tracing::warn!("requests still running after the shutdown grace period"),
     }
-    // Nothing sends any more: flush and close the queue.
+    // Workers finish the batch in hand; then nothing uses the queue: flush and close it.
+    shutdown.cancel();
+    for worker in workers {
+        let _ = worker.await;
+    }
     queue.close().await;
     tracing::info!("levee stopped");
     Ok(())

@@ -12,12 +12,23 @@ pub struct Levee {
     child: Child,
     pub url: String,
     pub dir: PathBuf,
+    /// The extra environment it was started with; CLI commands get it too.
+    env: Vec<(String, String)>,
 }
 
 /// Write the starter config and schema into `dir`.
 pub fn write_config(dir: &Path) {
+    write_config_with(dir, |toml| toml);
+}
+
+/// Write the starter config, changed by `edit`, and its schema into `dir`.
+pub fn write_config_with(dir: &Path, edit: impl FnOnce(String) -> String) {
     std::fs::create_dir_all(dir.join("schemas")).unwrap();
-    std::fs::write(dir.join("levee.toml"), levee_config::STARTER_TOML).unwrap();
+    std::fs::write(
+        dir.join("levee.toml"),
+        edit(levee_config::STARTER_TOML.to_owned()),
+    )
+    .unwrap();
     std::fs::write(
         dir.join(levee_config::SIGNUP_SCHEMA_PATH),
         levee_config::SIGNUP_SCHEMA,
@@ -74,6 +85,10 @@ impl Levee {
             child,
             url,
             dir: dir.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -81,6 +96,24 @@ impl Levee {
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Run a levee CLI command against this node's config; returns (success, stdout).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_levee"))
+            .args(args)
+            .args(["--config"])
+            .arg(self.dir.join("levee.toml"))
+            .env("LEVEE_URL", &self.url)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     /// SIGTERM, then wait for the process to exit.
