@@ -130,3 +130,35 @@ async fn sigterm_finishes_requests_and_loses_nothing() {
         assert!(ids.contains(id), "acknowledged {id} was lost at shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_workers_write_stores_every_acknowledged_write_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let db = levee_sink::SqlSink::connect(
+        &format!("sqlite://{}/levee-data/levee.db", dir.path().display()),
+        &levee_sink::SinkOptions::default(),
+    )
+    .unwrap();
+    let mut all_acked = Vec::new();
+    for round in 0..3 {
+        let mut levee = Levee::start(dir.path());
+        if round == 0 {
+            let (ok, out) = levee.cli(&["migrate"]);
+            assert!(ok, "{out}");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = support::post_load(&levee.url, 8, Duration::ZERO, stop.clone());
+        // Long enough for the workers to be mid-batch, at a random moment.
+        let wait = rand::rng().random_range(500..1500);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        levee.kill9();
+        stop.store(true, Ordering::Relaxed);
+        let (acked, _) = support::join_load(load).await;
+        all_acked.extend(acked);
+    }
+    // A last start drains what the kills left behind.
+    let _levee = Levee::start(dir.path());
+    let ids = support::table_ids(&db, "signups", all_acked.len()).await;
+    support::assert_exactly_once(&all_acked, &ids);
+}

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -171,4 +173,96 @@ pub async fn all_ids(queue: &dyn levee_queue::Queue) -> Vec<String> {
         }
         ids.extend(got.into_iter().map(|d| d.id));
     }
+}
+
+/// POST sign-ups from `clients` concurrent clients, each pausing `pause` between requests,
+/// until `stop`. Returns the ids that got a 202, and how many requests got anything else
+/// (a refused connection ends a client: the process is gone).
+pub fn post_load(
+    url: &str,
+    clients: usize,
+    pause: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Vec<String>, usize)>> {
+    (0..clients)
+        .map(|c| {
+            let url = format!("{url}/v1/streams/signups");
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let (mut acked, mut refused) = (Vec::new(), 0);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let body = format!(
+                        r#"{{"email":"client{c}-{n}@example.org","zip":"37415","message":"steady load"}}"#
+                    );
+                    let sent = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 202 => {
+                            let json: serde_json::Value = r.json().await.unwrap_or_default();
+                            if let Some(id) = json["id"].as_str() {
+                                acked.push(id.to_owned());
+                            }
+                        }
+                        Ok(_) => refused += 1,
+                        Err(_) => break,
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                (acked, refused)
+            })
+        })
+        .collect()
+}
+
+/// Wait for load clients; returns (acked ids, non-202 answers).
+pub async fn join_load(
+    clients: Vec<tokio::task::JoinHandle<(Vec<String>, usize)>>,
+) -> (Vec<String>, usize) {
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for c in clients {
+        let (a, r) = c.await.unwrap();
+        acked.extend(a);
+        refused += r;
+    }
+    (acked, refused)
+}
+
+/// The ids in a table, waiting until it holds at least `n` rows (or 60 s pass).
+pub async fn table_ids(db: &levee_sink::SqlSink, table: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids: Vec<String> = db
+            .strings(&format!("SELECT id FROM {table}"))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+        if ids.len() >= n || Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every acked id is in `ids`, and no id is there twice.
+pub fn assert_exactly_once(acked: &[String], ids: &[String]) {
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a row was written twice");
+    let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes are missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 }
