@@ -645,13 +645,17 @@ impl Ctx<'_> {
                 "{queue} holds its maximum of {max_depth} messages"
             )));
         }
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO messages (queue, id, payload, enqueued_at, visible_at)
-                 SELECT ?1, ?2, ?3, ?4, ?4
-                 WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE queue = ?1 AND id = ?2)",
-            )
-            .map_err(storage)?;
+        // A dead id must not come back through a retried send; when the queue has no dead
+        // letters (the usual case) there is nothing to look up.
+        let sql = if self.counts(queue).dead == 0 {
+            "INSERT OR IGNORE INTO messages (queue, id, payload, enqueued_at, visible_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)"
+        } else {
+            "INSERT OR IGNORE INTO messages (queue, id, payload, enqueued_at, visible_at)
+             SELECT ?1, ?2, ?3, ?4, ?4
+             WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE queue = ?1 AND id = ?2)"
+        };
+        let mut insert = tx.prepare_cached(sql).map_err(storage)?;
         let mut added = 0;
         for m in messages {
             added += insert

@@ -37,6 +37,7 @@ enum Command {
         /// What this node runs, comma-separated.
         #[arg(
             long,
+            env = "LEVEE_ROLES",
             value_delimiter = ',',
             default_value = "intake,worker,admin,static,scheduler"
         )]

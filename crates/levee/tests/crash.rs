@@ -3,80 +3,33 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use levee_queue::{MessageState, Queue};
 use rand::Rng;
-use support::{Levee, all_ids, declare_signups, open_queue, write_config};
-use tokio::sync::Mutex;
+use support::{Levee, Load, all_ids, declare_signups, open_queue, write_config};
 
-/// Concurrent clients POSTing until `stop`; returns the ids that got a 202.
-fn drive_load(
-    url: &str,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
-    (0..clients)
-        .map(|c| {
-            let url = format!("{url}/v1/streams/signups");
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut acked = Vec::new();
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let body = format!(
-                        r#"{{"email":"client{c}-{n}@example.org","zip":"37415","message":"round trip"}}"#
-                    );
-                    let sent = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(r) if r.status() == 202 => {
-                            let json: serde_json::Value = r.json().await.unwrap_or_default();
-                            if let Some(id) = json["id"].as_str() {
-                                acked.push(id.to_owned());
-                            }
-                        }
-                        Ok(r) => panic!("unexpected status {}", r.status()),
-                        // The process is gone: nothing was acknowledged for this request.
-                        Err(_) => break,
-                    }
-                }
-                acked
-            })
-        })
-        .collect()
+/// Let the load run until some writes were acknowledged, then a random moment more.
+async fn random_moment(load: &Load) {
+    load.until_acked(1).await;
+    let wait = rand::rng().random_range(100..1200);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
-    let acked_total = Arc::new(Mutex::new(Vec::new()));
+    // No workers: everything acknowledged must still be in the queue.
+    let roles = [("LEVEE_ROLES", "intake")];
+    let mut acked_total = Vec::new();
 
     for round in 0..4 {
-        let mut levee = Levee::start(dir.path());
-        let stop = Arc::new(AtomicBool::new(false));
-        let clients = drive_load(&levee.url, 16, stop.clone());
-        let wait = rand::rng().random_range(300..1500);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let mut levee = Levee::start_with_env(dir.path(), &roles);
+        let load = Load::start(&levee.url, 16, Duration::ZERO);
+        random_moment(&load).await;
         levee.kill9();
-        stop.store(true, Ordering::Relaxed);
-        let mut acked = Vec::new();
-        for c in clients {
-            acked.extend(c.await.unwrap());
-        }
-        assert!(
-            !acked.is_empty(),
-            "round {round}: no write was acknowledged"
-        );
+        let (acked, _) = load.stop().await;
 
         // Read-only check after each kill: every acknowledged id is in the queue.
         let queue = open_queue(dir.path());
@@ -85,12 +38,12 @@ async fn acknowledged_writes_survive_kill_9() {
             assert_eq!(
                 queue.state("signups", id).await.unwrap(),
                 Some(MessageState::Queued),
-                "round {round}: acknowledged {id} is missing after kill -9 at {wait} ms"
+                "round {round}: acknowledged {id} is missing after kill -9"
             );
         }
         queue.close().await;
         drop(queue);
-        acked_total.lock().await.extend(acked);
+        acked_total.extend(acked);
     }
 
     let queue = open_queue(dir.path());
@@ -98,29 +51,23 @@ async fn acknowledged_writes_survive_kill_9() {
     let ids = all_ids(&queue).await;
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "a message is in the queue twice");
-    let acked = acked_total.lock().await;
-    for id in acked.iter() {
+    for id in &acked_total {
         assert!(unique.contains(id), "acknowledged {id} was lost");
     }
     // Writes whose 202 was lost with the process may be there too, never fewer.
-    assert!(ids.len() >= acked.len());
+    assert!(ids.len() >= acked_total.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_requests_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
-    let mut levee = Levee::start(dir.path());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = drive_load(&levee.url, 8, stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut levee = Levee::start_with_env(dir.path(), &[("LEVEE_ROLES", "intake")]);
+    let load = Load::start(&levee.url, 8, Duration::ZERO);
+    random_moment(&load).await;
     let status = levee.terminate();
-    stop.store(true, Ordering::Relaxed);
+    let (acked, _) = load.stop().await;
     assert!(status.success(), "levee exited with {status}");
-    let mut acked = Vec::new();
-    for c in clients {
-        acked.extend(c.await.unwrap());
-    }
     assert!(!acked.is_empty());
 
     let queue = open_queue(dir.path());
@@ -147,18 +94,15 @@ async fn kill_9_while_workers_write_stores_every_acknowledged_write_once() {
             let (ok, out) = levee.cli(&["migrate"]);
             assert!(ok, "{out}");
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = support::post_load(&levee.url, 8, Duration::ZERO, stop.clone());
-        // Long enough for the workers to be mid-batch, at a random moment.
-        let wait = rand::rng().random_range(500..1500);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let load = Load::start(&levee.url, 8, Duration::ZERO);
+        // Workers are mid-batch at a random moment of steady load.
+        random_moment(&load).await;
         levee.kill9();
-        stop.store(true, Ordering::Relaxed);
-        let (acked, _) = support::join_load(load).await;
+        let (acked, _) = load.stop().await;
         all_acked.extend(acked);
     }
     // A last start drains what the kills left behind.
     let _levee = Levee::start(dir.path());
-    let ids = support::table_ids(&db, "signups", all_acked.len()).await;
+    let ids = support::table_ids(&db, "signups", &all_acked).await;
     support::assert_exactly_once(&all_acked, &ids);
 }

@@ -6,14 +6,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use levee_sink::testing::{database_url, unique_table};
 use levee_sink::{Mapping, Sink, SinkOptions, SqlSink};
 use support::proxy::FaultProxy;
-use support::{Levee, assert_exactly_once, join_load, post_load, table_ids, write_config_with};
+use support::{Levee, Load, assert_exactly_once, table_ids, write_config_with};
 
 /// `postgres://user@host:port/db` → (host:port, the URL with `addr` in its place).
 fn through(url: &str, addr: SocketAddr) -> (SocketAddr, String) {
@@ -59,8 +57,7 @@ async fn a_database_outage_under_load_loses_nothing_and_drains_by_itself() {
     });
     let levee = Levee::start(dir.path());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = post_load(&levee.url, 8, Duration::from_millis(5), stop.clone());
+    let load = Load::start(&levee.url, 8, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stored_before = db.count(&table).await.unwrap();
     assert!(stored_before > 0, "workers drain while the database is up");
@@ -71,8 +68,7 @@ async fn a_database_outage_under_load_loses_nothing_and_drains_by_itself() {
     let attempts = proxy.connections() - before;
     proxy.heal();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (acked, refused) = join_load(load).await;
+    let (acked, refused) = load.stop().await;
 
     assert_eq!(
         refused, 0,
@@ -83,7 +79,7 @@ async fn a_database_outage_under_load_loses_nothing_and_drains_by_itself() {
         attempts <= 40,
         "{attempts} connection attempts in a 10 s outage"
     );
-    let ids = table_ids(&db, &table, acked.len()).await;
+    let ids = table_ids(&db, &table, &acked).await;
     assert_exactly_once(&acked, &ids);
     assert_eq!(ids.len(), acked.len());
     eprintln!(

@@ -175,69 +175,93 @@ pub async fn all_ids(queue: &dyn levee_queue::Queue) -> Vec<String> {
     }
 }
 
-/// POST sign-ups from `clients` concurrent clients, each pausing `pause` between requests,
-/// until `stop`. Returns the ids that got a 202, and how many requests got anything else
-/// (a refused connection ends a client: the process is gone).
-pub fn post_load(
-    url: &str,
-    clients: usize,
-    pause: Duration,
+/// Sign-ups POSTed by concurrent clients until stopped.
+pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(Vec<String>, usize)>> {
-    (0..clients)
-        .map(|c| {
-            let url = format!("{url}/v1/streams/signups");
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let (mut acked, mut refused) = (Vec::new(), 0);
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    n += 1;
-                    let body = format!(
-                        r#"{{"email":"client{c}-{n}@example.org","zip":"37415","message":"steady load"}}"#
-                    );
-                    let sent = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(r) if r.status() == 202 => {
-                            let json: serde_json::Value = r.json().await.unwrap_or_default();
-                            if let Some(id) = json["id"].as_str() {
-                                acked.push(id.to_owned());
-                            }
-                        }
-                        Ok(_) => refused += 1,
-                        Err(_) => break,
-                    }
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                (acked, refused)
-            })
-        })
-        .collect()
-}
-
-/// Wait for load clients; returns (acked ids, non-202 answers).
-pub async fn join_load(
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     clients: Vec<tokio::task::JoinHandle<(Vec<String>, usize)>>,
-) -> (Vec<String>, usize) {
-    let (mut acked, mut refused) = (Vec::new(), 0);
-    for c in clients {
-        let (a, r) = c.await.unwrap();
-        acked.extend(a);
-        refused += r;
-    }
-    (acked, refused)
 }
 
-/// The ids in a table, waiting until it holds at least `n` rows (or 60 s pass).
-pub async fn table_ids(db: &levee_sink::SqlSink, table: &str, n: usize) -> Vec<String> {
+impl Load {
+    /// `clients` clients, each pausing `pause` between requests. A client stops at its
+    /// first connection error: the process is gone, and that request was not acknowledged.
+    pub fn start(url: &str, clients: usize, pause: Duration) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|c| {
+                let url = format!("{url}/v1/streams/signups");
+                let (stop, count) = (stop.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let (mut acked, mut refused) = (Vec::new(), 0);
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let body = format!(
+                            r#"{{"email":"client{c}-{n}@example.org","zip":"37415","message":"steady load"}}"#
+                        );
+                        let sent = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == 202 => {
+                                let json: serde_json::Value = r.json().await.unwrap_or_default();
+                                if let Some(id) = json["id"].as_str() {
+                                    acked.push(id.to_owned());
+                                    count.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Ok(_) => refused += 1,
+                            Err(_) => break,
+                        }
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    (acked, refused)
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            clients,
+        }
+    }
+
+    /// Wait until at least `n` writes have been acknowledged.
+    pub async fn until_acked(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.acked.load(std::sync::atomic::Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} writes acknowledged in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stop and collect: (acknowledged ids, answers other than 202).
+    pub async fn stop(self) -> (Vec<String>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for c in self.clients {
+            let (a, r) = c.await.unwrap();
+            acked.extend(a);
+            refused += r;
+        }
+        (acked, refused)
+    }
+}
+
+/// The ids in a table, once it holds every id of `acked` (or 60 s have passed). Rows of
+/// writes whose 202 was lost with a killed process may be there too.
+pub async fn table_ids(db: &levee_sink::SqlSink, table: &str, acked: &[String]) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ids: Vec<String> = db
@@ -247,7 +271,8 @@ pub async fn table_ids(db: &levee_sink::SqlSink, table: &str, n: usize) -> Vec<S
             .into_iter()
             .flatten()
             .collect();
-        if ids.len() >= n || Instant::now() > deadline {
+        let present: std::collections::HashSet<&String> = ids.iter().collect();
+        if acked.iter().all(|id| present.contains(id)) || Instant::now() > deadline {
             return ids;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
