@@ -281,3 +281,66 @@ macro_rules! suite {
 }
 
 suite!(sqlite, postgres, mysql);
+
+/// Shutdown in the middle of a slow write: the batch in hand is finished and acked, and
+/// nothing more is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_batch_in_hand() {
+    let Some(s) = setup("postgres").await else {
+        return;
+    };
+    let t = s.sink.quoted(s.table());
+    // A database that takes a second per statement (PostgreSQL can sleep in a trigger).
+    let slow = s.sink.quoted(&format!("{}_slow", s.table()));
+    s.sink
+        .execute(&format!(
+            "CREATE FUNCTION {slow}() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$ LANGUAGE plpgsql"
+        ))
+        .await
+        .unwrap();
+    s.sink
+        .execute(&format!(
+            "CREATE TRIGGER {slow} AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {slow}()"
+        ))
+        .await
+        .unwrap();
+    let mut stream = s.stream.clone();
+    stream.workers = 1;
+    stream.batch_size = 10;
+    let drain = Arc::new(Drain::new(
+        s.queue.clone(),
+        s.sink.clone(),
+        s.control(),
+        vec![stream],
+    ));
+    s.send(
+        (0..30)
+            .map(|i| (format!("s{i:02}"), "37415".into()))
+            .collect(),
+    )
+    .await;
+
+    let shutdown = CancellationToken::new();
+    let workers = drain.spawn(&shutdown);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stats = s.queue.stats("signups").await.unwrap();
+    assert_eq!(
+        s.sink.count(s.table()).await.unwrap(),
+        10,
+        "the batch in hand was written"
+    );
+    assert_eq!(
+        (stats.depth, stats.in_flight),
+        (20, 0),
+        "it was acked, and nothing more was taken"
+    );
+    s.sink.execute(&format!("DROP TABLE {t}")).await.unwrap();
+    s.sink
+        .execute(&format!("DROP FUNCTION {slow}"))
+        .await
+        .unwrap();
+}
