@@ -327,12 +327,20 @@ struct IdsBody {
     ids: Option<Vec<String>>,
 }
 
-fn ids(body: Result<Json<IdsBody>, JsonRejection>) -> Result<Option<Vec<String>>, ApiError> {
-    match body {
-        Ok(Json(body)) => Ok(body.ids),
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(None),
-        Err(e) => Err(ApiError::invalid_json(e.body_text())),
-    }
+/// The stream and the optional `{"ids": [...]}` of a redrive or purge.
+fn dead_target(
+    admin: &Admin,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<IdsBody>, JsonRejection>,
+) -> Result<(String, Option<Vec<String>>), ApiError> {
+    let stream = stream_name(path)?;
+    admin.known(&stream)?;
+    let ids = match body {
+        Ok(Json(body)) => body.ids,
+        Err(JsonRejection::MissingJsonContentType(_)) => None,
+        Err(e) => return Err(ApiError::invalid_json(e.body_text())),
+    };
+    Ok((stream, ids))
 }
 
 async fn dead_redrive(
@@ -340,9 +348,7 @@ async fn dead_redrive(
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<IdsBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let stream = stream_name(path)?;
-    admin.known(&stream)?;
-    let ids = ids(body)?;
+    let (stream, ids) = dead_target(&admin, path, body)?;
     let moved = admin.queue.redrive(&stream, ids.as_deref()).await?;
     tracing::info!(stream, moved, "dead letters redriven");
     Ok(Json(json!({ "stream": stream, "redriven": moved })))
@@ -353,9 +359,7 @@ async fn dead_purge(
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<IdsBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let stream = stream_name(path)?;
-    admin.known(&stream)?;
-    let ids = ids(body)?;
+    let (stream, ids) = dead_target(&admin, path, body)?;
     let purged = admin.queue.purge_dead(&stream, ids.as_deref()).await?;
     tracing::warn!(stream, purged, "dead letters purged");
     Ok(Json(json!({ "stream": stream, "purged": purged })))

@@ -31,11 +31,9 @@ pub async fn post_one(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(|_| ApiError::not_found())?;
-    let stream = intake.stream(&name)?;
     let (parts, body) = request.into_parts();
-    require_media_type(&parts.headers, false)?;
+    let (stream, _) = admit(&intake, &name, &parts, false)?;
     let key = payload::idempotency_key(parts.headers.get("idempotency-key"))?;
-    check_rate(&intake, stream, &parts)?;
     let bytes = read_body(body, &parts.headers, stream.config.max_bytes).await?;
     let value = payload::parse(&bytes).map_err(ApiError::invalid_json)?;
     let messages = payload::messages(stream, vec![Ok(value)], key, false)?;
@@ -67,11 +65,9 @@ pub async fn post_batch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(|_| ApiError::not_found())?;
-    let stream = intake.stream(&name)?;
     let (parts, body) = request.into_parts();
-    let ndjson = require_media_type(&parts.headers, true)?;
+    let (stream, ndjson) = admit(&intake, &name, &parts, true)?;
     let key = payload::idempotency_key(parts.headers.get("idempotency-key"))?;
-    check_rate(&intake, stream, &parts)?;
     let bytes = read_body(body, &parts.headers, stream.config.batch_max_bytes).await?;
     let items = payload::split_batch(&bytes, ndjson)?;
     if items.len() > stream.config.batch_max {
@@ -154,6 +150,20 @@ pub async fn readyz(State(intake): State<Arc<Intake>>) -> Result<Response, ApiEr
 /// Does nothing but read the body and answer 202: the baseline of `bench/intake`.
 pub async fn noop(_body: Bytes) -> impl IntoResponse {
     (StatusCode::ACCEPTED, Json(json!({"status": "ok"})))
+}
+
+/// The checks before a POST's body is read: the stream exists, the Content-Type fits, the
+/// client is within its rate. Returns the stream and whether the body is NDJSON.
+fn admit<'a>(
+    intake: &'a Intake,
+    name: &str,
+    parts: &axum::http::request::Parts,
+    batch: bool,
+) -> Result<(&'a Stream, bool), ApiError> {
+    let stream = intake.stream(name)?;
+    let ndjson = require_media_type(&parts.headers, batch)?;
+    check_rate(intake, stream, parts)?;
+    Ok((stream, ndjson))
 }
 
 /// Accept `application/json` (and, for batches, `application/x-ndjson`), in UTF-8 only.
