@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,7 @@ use async_trait::async_trait;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     Capabilities, DeadMessage, Delivery, MessageState, NewMessage, Queue, QueueError, QueueSpec,
@@ -64,6 +65,7 @@ pub struct EmbeddedQueue {
     /// for the writer.
     reader: Arc<Mutex<Connection>>,
     shared: Arc<Mutex<HashMap<String, Counts>>>,
+    arrivals: watch::Sender<u64>,
     _lock: File,
 }
 
@@ -138,6 +140,7 @@ impl EmbeddedQueue {
         )
         .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
+        rusqlite::vtab::array::load_module(&conn).map_err(storage)?;
         // Leases still held were held by a process that died (we hold the lock): give the
         // messages back now rather than when the lease would have run out.
         conn.execute(
@@ -152,6 +155,7 @@ impl EmbeddedQueue {
             .map_err(storage)?;
 
         let shared = Arc::new(Mutex::new(HashMap::new()));
+        let arrivals = watch::channel(0).0;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let writer = Writer {
             conn,
@@ -160,6 +164,7 @@ impl EmbeddedQueue {
             specs: HashMap::new(),
             counts: HashMap::new(),
             shared: shared.clone(),
+            arrivals: arrivals.clone(),
             free_disk: None,
         };
         std::thread::Builder::new()
@@ -171,6 +176,7 @@ impl EmbeddedQueue {
             commands: tx,
             reader: Arc::new(Mutex::new(reader)),
             shared,
+            arrivals,
             _lock: lock,
         })
     }
@@ -401,6 +407,10 @@ impl Queue for EmbeddedQueue {
             .await
     }
 
+    fn arrivals(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.arrivals.subscribe())
+    }
+
     async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Close(tx)).await.is_ok() {
@@ -418,6 +428,8 @@ struct Writer {
     /// Committed counters; a group works on a copy that replaces them only if it commits.
     counts: HashMap<String, Counts>,
     shared: Arc<Mutex<HashMap<String, Counts>>>,
+    /// Bumped after each commit that added messages.
+    arrivals: watch::Sender<u64>,
     free_disk: Option<(Instant, u64)>,
 }
 
@@ -532,6 +544,12 @@ impl Writer {
 
         let error = match outcome {
             Ok(()) => {
+                let added = counts
+                    .iter()
+                    .any(|(q, c)| self.counts.get(q).is_none_or(|old| c.live > old.live));
+                if added {
+                    self.arrivals.send_modify(|n| *n += 1);
+                }
                 self.counts = counts;
                 self.specs = specs;
                 *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = self.counts.clone();
@@ -682,12 +700,9 @@ impl Ctx<'_> {
                  WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
             )
             .map_err(storage)?;
-        let mut take = tx
-            .prepare_cached(
-                "UPDATE messages SET lease = ?2, visible_at = ?3, attempts = attempts + 1
-                 WHERE seq = ?1",
-            )
-            .map_err(storage)?;
+        // One lease token for the whole batch, set by one statement.
+        let token: i64 = rand::random();
+        let mut taken: Vec<rusqlite::types::Value> = Vec::with_capacity(max.min(1024));
         // Rows whose lease ran out with no attempts left are moved to the dead letters,
         // which makes room for more rows; loop until `max` are leased or none are visible.
         loop {
@@ -715,9 +730,7 @@ impl Ctx<'_> {
                     self.bury(tx, queue, row.seq, &error)?;
                     continue;
                 }
-                let token: i64 = rand::random();
-                take.execute(params![row.seq, token, lease_until])
-                    .map_err(write_error)?;
+                taken.push(row.seq.into());
                 out.push(Delivery {
                     id: row.id,
                     payload: row.payload,
@@ -727,9 +740,18 @@ impl Ctx<'_> {
                 });
             }
             if exhausted || out.len() >= max {
-                return Ok(out);
+                break;
             }
         }
+        if !taken.is_empty() {
+            tx.prepare_cached(
+                "UPDATE messages SET lease = ?1, visible_at = ?2, attempts = attempts + 1
+                 WHERE seq IN rarray(?3)",
+            )
+            .and_then(|mut s| s.execute(params![token, lease_until, Rc::new(taken)]))
+            .map_err(write_error)?;
+        }
+        Ok(out)
     }
 
     /// Move a message to the dead letters.
@@ -754,15 +776,16 @@ impl Ctx<'_> {
     fn ack(&mut self, tx: &Connection, queue: &str, receipts: &[Receipt]) -> Result<()> {
         self.spec(queue)?;
         let mut delete = tx
-            .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND lease = ?2 AND queue = ?3")
+            .prepare_cached(
+                "DELETE FROM messages WHERE seq IN rarray(?1) AND lease = ?2 AND queue = ?3",
+            )
             .map_err(storage)?;
         let mut removed = 0;
-        for receipt in receipts {
-            if let Some((seq, token)) = parse_receipt(receipt) {
-                removed += delete
-                    .execute(params![seq, token, queue])
-                    .map_err(write_error)? as u64;
-            }
+        // One statement per lease token: receipts of one receive share theirs.
+        for (token, seqs) in by_token(receipts) {
+            removed += delete
+                .execute(params![Rc::new(seqs), token, queue])
+                .map_err(write_error)? as u64;
         }
         self.counts(queue).live -= removed;
         Ok(())
@@ -907,6 +930,15 @@ struct Row {
 fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, u64>(0));
     Ok(pragma("page_count")?.saturating_sub(pragma("freelist_count")?) * pragma("page_size")?)
+}
+
+/// Receipts grouped by lease token, as arrays of seqs for `rarray`.
+fn by_token(receipts: &[Receipt]) -> HashMap<i64, Vec<rusqlite::types::Value>> {
+    let mut groups: HashMap<i64, Vec<rusqlite::types::Value>> = HashMap::new();
+    for (seq, token) in receipts.iter().filter_map(parse_receipt) {
+        groups.entry(token).or_default().push(seq.into());
+    }
+    groups
 }
 
 fn parse_receipt(receipt: &Receipt) -> Option<(i64, i64)> {

@@ -170,4 +170,11 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Finish what is in hand and flush. Later calls fail with `Unavailable`.
     async fn close(&self);
+
+    /// A signal that changes whenever new messages may have arrived, so an idle consumer
+    /// can wait for it instead of polling. `None` for backends that cannot tell; their
+    /// consumers poll (SQS and JetStream long-poll inside `receive` instead).
+    fn arrivals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

@@ -10,7 +10,9 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// The longest a database that is back waits for levee to notice: short enough for a quick
+/// catch-up after maintenance, long enough that one probe every few seconds is no burden.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Breaker {

@@ -134,6 +134,7 @@ impl Drain {
     async fn work(&self, index: usize, shutdown: CancellationToken) {
         let stream = &self.streams[index];
         let mut changes = self.control.subscribe();
+        let mut arrivals = self.queue.arrivals();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -146,6 +147,10 @@ impl Drain {
             }
             if !self.breaker.ready(&shutdown).await {
                 return;
+            }
+            // Seen before receiving: a send committed after this wakes the idle wait below.
+            if let Some(arrivals) = &mut arrivals {
+                arrivals.borrow_and_update();
             }
             let batch = match self
                 .queue
@@ -160,10 +165,12 @@ impl Drain {
                 }
             };
             if batch.is_empty() {
-                // Pausing while idle must take effect at once, too.
+                // Wake on new messages, a pause or resume, or the poll interval (retry delays
+                // run out without a signal).
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = changes.changed() => {}
+                    () = arrival(&mut arrivals) => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
@@ -257,6 +264,19 @@ impl Drain {
 
 fn receipts(batch: &[(Delivery, Value)]) -> Vec<Receipt> {
     batch.iter().map(|(d, _)| d.receipt.clone()).collect()
+}
+
+/// Resolves when the queue signals new messages; never, for queues without the signal.
+async fn arrival(arrivals: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match arrivals {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The queue is closing: fall back to polling.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 async fn sleep_or_stop(shutdown: &CancellationToken, duration: Duration) {
