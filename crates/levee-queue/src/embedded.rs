@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -140,7 +139,6 @@ impl EmbeddedQueue {
         )
         .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
-        rusqlite::vtab::array::load_module(&conn).map_err(storage)?;
         // Leases still held were held by a process that died (we hold the lock): give the
         // messages back now rather than when the lease would have run out.
         conn.execute(
@@ -702,7 +700,7 @@ impl Ctx<'_> {
             .map_err(storage)?;
         // One lease token for the whole batch, set by one statement.
         let token: i64 = rand::random();
-        let mut taken: Vec<rusqlite::types::Value> = Vec::with_capacity(max.min(1024));
+        let mut taken: Vec<i64> = Vec::with_capacity(max.min(1024));
         // Rows whose lease ran out with no attempts left are moved to the dead letters,
         // which makes room for more rows; loop until `max` are leased or none are visible.
         loop {
@@ -730,7 +728,7 @@ impl Ctx<'_> {
                     self.bury(tx, queue, row.seq, &error)?;
                     continue;
                 }
-                taken.push(row.seq.into());
+                taken.push(row.seq);
                 out.push(Delivery {
                     id: row.id,
                     payload: row.payload,
@@ -744,12 +742,15 @@ impl Ctx<'_> {
             }
         }
         if !taken.is_empty() {
-            tx.prepare_cached(
-                "UPDATE messages SET lease = ?1, visible_at = ?2, attempts = attempts + 1
-                 WHERE seq IN rarray(?3)",
-            )
-            .and_then(|mut s| s.execute(params![token, lease_until, Rc::new(taken)]))
-            .map_err(write_error)?;
+            let sql = format!(
+                "UPDATE messages SET lease = ?, visible_at = ?, attempts = attempts + 1
+                 WHERE seq IN ({})",
+                placeholders(taken.len())
+            );
+            let params = [token, lease_until].into_iter().chain(taken);
+            tx.prepare_cached(&sql)
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
+                .map_err(write_error)?;
         }
         Ok(out)
     }
@@ -775,16 +776,18 @@ impl Ctx<'_> {
 
     fn ack(&mut self, tx: &Connection, queue: &str, receipts: &[Receipt]) -> Result<()> {
         self.spec(queue)?;
-        let mut delete = tx
-            .prepare_cached(
-                "DELETE FROM messages WHERE seq IN rarray(?1) AND lease = ?2 AND queue = ?3",
-            )
-            .map_err(storage)?;
         let mut removed = 0;
         // One statement per lease token: receipts of one receive share theirs.
         for (token, seqs) in by_token(receipts) {
-            removed += delete
-                .execute(params![Rc::new(seqs), token, queue])
+            let sql = format!(
+                "DELETE FROM messages WHERE lease = ? AND seq IN ({})",
+                placeholders(seqs.len())
+            );
+            removed += tx
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.execute(rusqlite::params_from_iter([token].into_iter().chain(seqs)))
+                })
                 .map_err(write_error)? as u64;
         }
         self.counts(queue).live -= removed;
@@ -932,13 +935,18 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(pragma("page_count")?.saturating_sub(pragma("freelist_count")?) * pragma("page_size")?)
 }
 
-/// Receipts grouped by lease token, as arrays of seqs for `rarray`.
-fn by_token(receipts: &[Receipt]) -> HashMap<i64, Vec<rusqlite::types::Value>> {
-    let mut groups: HashMap<i64, Vec<rusqlite::types::Value>> = HashMap::new();
+/// Receipts grouped by lease token.
+fn by_token(receipts: &[Receipt]) -> HashMap<i64, Vec<i64>> {
+    let mut groups: HashMap<i64, Vec<i64>> = HashMap::new();
     for (seq, token) in receipts.iter().filter_map(parse_receipt) {
-        groups.entry(token).or_default().push(seq.into());
+        groups.entry(token).or_default().push(seq);
     }
     groups
+}
+
+/// `?, ?, …` for an IN list of `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 fn parse_receipt(receipt: &Receipt) -> Option<(i64, i64)> {

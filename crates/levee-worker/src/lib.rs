@@ -30,6 +30,10 @@ pub use control::{Control, ControlError, Pause};
 
 /// How long a worker waits before looking again at an empty queue.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long an idle worker woken by new messages waits for more before receiving.
+/// Measured with bench/drain at 2,000 POST/s: 10–30 ms gave p99 lags of 0.5–0.9 s (tiny
+/// batches, a queue commit and a statement for each few messages), 50–60 ms gave ~55 ms.
+const LINGER: Duration = Duration::from_millis(50);
 /// Longest wait before a rejected message is tried again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
@@ -170,7 +174,11 @@ impl Drain {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = changes.changed() => {}
-                    () = arrival(&mut arrivals) => {}
+                    () = arrival(&mut arrivals) => {
+                        // Linger so a batch can gather: waking for every single message
+                        // would turn each into its own queue commit and database statement.
+                        sleep_or_stop(&shutdown, LINGER).await;
+                    }
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
