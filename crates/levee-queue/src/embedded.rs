@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use rusqlite::types::Value;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -295,15 +296,15 @@ impl Queue for EmbeddedQueue {
                     params![q, now],
                     |r| r.get(0),
                 )?;
-                // Messages are stored in arrival order, so the first row of the queue is
-                // the oldest; reading the table in rowid order stops there, where an index
-                // on the age would cost every insert a write.
+                // The next message in line, from the receive index: no index on age (it
+                // would cost every insert a write) and no scan. A message in flight counts
+                // again once its lease runs out.
                 let oldest: Option<i64> = if counts.live == 0 {
                     None
                 } else {
                     c.query_row(
-                        "SELECT enqueued_at FROM messages NOT INDEXED WHERE queue = ?1
-                         ORDER BY seq LIMIT 1",
+                        "SELECT enqueued_at FROM messages WHERE queue = ?1
+                         ORDER BY visible_at, seq LIMIT 1",
                         [&q],
                         |r| r.get(0),
                     )
@@ -434,14 +435,16 @@ struct Writer {
 /// A reply to send once the group's commit has succeeded or failed.
 type Pending = Box<dyn FnOnce(Option<&QueueError>) + Send>;
 
-fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Pending {
-    Box::new(move |commit_error| {
+fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> (Pending, bool) {
+    let failed = result.is_err();
+    let reply: Pending = Box::new(move |commit_error| {
         let result = match (result, commit_error) {
             (Ok(_), Some(e)) => Err(QueueError::Unavailable(e.to_string())),
             (result, _) => result,
         };
         let _ = reply.send(result);
-    })
+    });
+    (reply, failed)
 }
 
 impl Writer {
@@ -494,7 +497,11 @@ impl Writer {
                     free_disk,
                     options: &self.options,
                 };
-                let reply = match command {
+                // A failed command's savepoint undoes its rows; this undoes its counts.
+                // (A single send changes its counts only once it has succeeded.)
+                let single_send = matches!(&command, Command::Send(_, m, _) if m.len() == 1);
+                let snapshot = (!single_send).then(|| ctx.counts.clone());
+                let (reply, failed) = match command {
                     Command::Declare(spec, r) => {
                         pending(r, savepoint(&mut tx, |tx| ctx.declare(tx, spec)))
                     }
@@ -535,7 +542,18 @@ impl Writer {
                         continue;
                     }
                 };
+                if failed && let Some(snapshot) = snapshot {
+                    counts = snapshot;
+                }
                 replies.push(reply);
+                // On a full disk or an I/O error SQLite may roll back the whole transaction;
+                // what follows would then commit piecemeal. Stop, and fail the group.
+                if tx.is_autocommit() {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some("the queue's transaction was rolled back".into()),
+                    ));
+                }
             }
             tx.commit()
         })();
@@ -700,7 +718,6 @@ impl Ctx<'_> {
             .map_err(storage)?;
         // One lease token for the whole batch, set by one statement.
         let token: i64 = rand::random();
-        let mut taken: Vec<i64> = Vec::with_capacity(max.min(1024));
         // Rows whose lease ran out with no attempts left are moved to the dead letters,
         // which makes room for more rows; loop until `max` are leased or none are visible.
         loop {
@@ -720,6 +737,7 @@ impl Ctx<'_> {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Row>>>())
                 .map_err(storage)?;
             let exhausted = rows.len() < want;
+            let mut taken = Vec::with_capacity(rows.len());
             for row in rows {
                 if row.leased && row.attempts >= max_attempts {
                     let error = row.last_error.clone().unwrap_or_else(|| {
@@ -737,22 +755,22 @@ impl Ctx<'_> {
                     receipt: Receipt(format!("{}:{token}", row.seq)),
                 });
             }
+            // Lease this pass's rows before the next pass looks, so it cannot see them again.
+            if !taken.is_empty() {
+                let sql = format!(
+                    "UPDATE messages SET lease = ?, visible_at = ?, attempts = attempts + 1
+                     WHERE seq IN ({})",
+                    placeholders(taken.len())
+                );
+                let params = [token, lease_until].into_iter().chain(taken);
+                tx.prepare_cached(&sql)
+                    .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
+                    .map_err(write_error)?;
+            }
             if exhausted || out.len() >= max {
-                break;
+                return Ok(out);
             }
         }
-        if !taken.is_empty() {
-            let sql = format!(
-                "UPDATE messages SET lease = ?, visible_at = ?, attempts = attempts + 1
-                 WHERE seq IN ({})",
-                placeholders(taken.len())
-            );
-            let params = [token, lease_until].into_iter().chain(taken);
-            tx.prepare_cached(&sql)
-                .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
-                .map_err(write_error)?;
-        }
-        Ok(out)
     }
 
     /// Move a message to the dead letters.
@@ -768,7 +786,7 @@ impl Ctx<'_> {
             .and_then(|mut s| s.execute([seq]))
             .map_err(write_error)?;
         let counts = self.counts(queue);
-        counts.live -= 1;
+        counts.live = counts.live.saturating_sub(1);
         counts.dead += 1;
         tracing::warn!(queue, seq, error, "message dead-lettered");
         Ok(())
@@ -780,17 +798,19 @@ impl Ctx<'_> {
         // One statement per lease token: receipts of one receive share theirs.
         for (token, seqs) in by_token(receipts) {
             let sql = format!(
-                "DELETE FROM messages WHERE lease = ? AND seq IN ({})",
+                "DELETE FROM messages WHERE queue = ? AND lease = ? AND seq IN ({})",
                 placeholders(seqs.len())
             );
+            let params = [Value::from(queue.to_owned()), Value::from(token)]
+                .into_iter()
+                .chain(seqs.into_iter().map(Value::from));
             removed += tx
                 .prepare_cached(&sql)
-                .and_then(|mut s| {
-                    s.execute(rusqlite::params_from_iter([token].into_iter().chain(seqs)))
-                })
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
                 .map_err(write_error)? as u64;
         }
-        self.counts(queue).live -= removed;
+        let counts = self.counts(queue);
+        counts.live = counts.live.saturating_sub(removed);
         Ok(())
     }
 
@@ -893,7 +913,7 @@ impl Ctx<'_> {
         }
         let counts = self.counts(queue);
         counts.live += added;
-        counts.dead -= moved;
+        counts.dead = counts.dead.saturating_sub(moved);
         Ok(moved)
     }
 
@@ -914,7 +934,8 @@ impl Ctx<'_> {
                 n
             }
         };
-        self.counts(queue).dead -= removed;
+        let counts = self.counts(queue);
+        counts.dead = counts.dead.saturating_sub(removed);
         Ok(removed)
     }
 }

@@ -166,3 +166,28 @@ async fn closed_queue_answers_unavailable() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_receive_that_buries_never_hands_out_a_message_twice() {
+    let dir = temp_dir();
+    let q = EmbeddedQueue::open(dir.path(), options()).unwrap();
+    q.declare(&QueueSpec {
+        name: "s".into(),
+        max_attempts: 1,
+        max_depth: 100,
+    })
+    .await
+    .unwrap();
+    q.send("s", vec![message(1), message(2)]).await.unwrap();
+    // Leases that run out at once: both messages have used their one attempt.
+    assert_eq!(q.receive("s", 2, Duration::ZERO).await.unwrap().len(), 2);
+    q.send("s", vec![message(3)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    // One pass buries m1 and m2 and leases m3; a second pass must not lease m3 again.
+    let got = q.receive("s", 3, Duration::from_secs(30)).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["m3"]);
+    let stats = q.stats("s").await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight, stats.dead), (0, 1, 2));
+}

@@ -362,14 +362,30 @@ impl Sink for SqlSink {
         let sql = self.insert_sql(mapping, rows.len(), pg_types.as_ref());
         let values: Vec<Vec<Option<String>>> =
             rows.iter().map(|r| self.values(mapping, r)).collect();
-        let result = with_pool!(&self.pool, p => {
+        let inserted = with_pool!(&self.pool, p => {
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for value in values.into_iter().flatten() {
                 query = query.bind(value);
             }
-            query.execute(p).await.map(|_| ())
-        });
-        let result = result.map_err(classify);
+            query.execute(p).await.map(|done| done.rows_affected())
+        })
+        .map_err(classify);
+        let mut result = inserted.clone().map(|_| ());
+        // MySQL's ON DUPLICATE KEY also swallows a clash on any other unique key: a row
+        // neither inserted nor already there was refused, and must not be acked.
+        if let (Pool::MySql(_), Ok(n)) = (&self.pool, &inserted)
+            && (*n as usize) < rows.len()
+        {
+            for row in rows {
+                if !self.contains(&mapping.table, row.id).await? {
+                    result = Err(SinkError::Rejected(format!(
+                        "message {} clashes with a unique key of table {}",
+                        row.id, mapping.table
+                    )));
+                    break;
+                }
+            }
+        }
         if matches!(result, Err(SinkError::Rejected(_))) {
             // The table may have been altered (that is how a bad row gets fixed): read its
             // column types again before the next try.
@@ -427,61 +443,66 @@ impl Sink for SqlSink {
     }
 }
 
-fn is_missing_table_or_column(e: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = e else {
-        return false;
-    };
-    if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
-        return matches!(my.number(), 1146 | 1054);
-    }
-    match db.code().as_deref() {
-        Some("42P01" | "42703") => true,
-        // SQLite reports these as a generic error (1) with a message.
-        Some("1") => {
-            let m = db.message();
-            m.starts_with("no such table")
-                || m.starts_with("no such column")
-                || m.contains("has no column named")
-        }
-        _ => false,
-    }
-}
-
-/// Transient or the data's fault? Errors of the connection, of load (deadlocks, lock
-/// timeouts, too many connections) and of a read-only server during a failover are
-/// transient; any other error the database raises is about the rows.
+/// Sort an error: the data's fault ([`SinkError::Rejected`]), the operator's
+/// ([`SinkError::Schema`]: a missing table, column or key) or passing
+/// ([`SinkError::Transient`]: the connection, load, a read-only server in a failover, a full
+/// disk, a cancelled statement). Codes are read per driver: a PostgreSQL SQLSTATE such as
+/// 40001 is digits too, and must not be taken for a SQLite code.
 pub fn classify(e: sqlx::Error) -> SinkError {
-    if is_missing_table_or_column(&e) {
-        // The operator's to fix (`levee migrate`), not the messages': never dead-letter them
-        // for it.
-        return SinkError::Schema(e.to_string());
+    enum Kind {
+        Transient,
+        Schema,
+        Rejected,
     }
-    let transient = match &e {
+    let kind = match &e {
         sqlx::Error::Database(db) => {
             if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
-                // deadlock, lock wait timeout, too many connections, read-only, server
-                // shutting down, lost connection
-                matches!(
-                    my.number(),
-                    1205 | 1213 | 1040 | 1203 | 1290 | 1792 | 1053 | 2006 | 2013
-                )
+                match my.number() {
+                    // no such table / column
+                    1146 | 1054 => Kind::Schema,
+                    // deadlock, lock wait timeout, too many connections, read-only, server
+                    // shutting down, lost connection, disk full, query killed
+                    1205 | 1213 | 1040 | 1203 | 1290 | 1792 | 1053 | 2006 | 2013 | 1114 | 1021
+                    | 1317 | 1927 => Kind::Transient,
+                    _ => Kind::Rejected,
+                }
+            } else if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                match code {
+                    // undefined table / column; no unique key matching ON CONFLICT (id)
+                    "42P01" | "42703" | "42P10" => Kind::Schema,
+                    // connection, insufficient resources, operator intervention, system
+                    // error, serialization failure, deadlock, read-only transaction, lock
+                    // not available, statement timeout or cancel, bad login or database
+                    // while a server is being moved
+                    c if c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57")
+                        || c.starts_with("58")
+                        || matches!(
+                            c,
+                            "40001" | "40P01" | "25006" | "55P03" | "28P01" | "28000" | "3D000"
+                        ) =>
+                    {
+                        Kind::Transient
+                    }
+                    _ => Kind::Rejected,
+                }
             } else {
-                let code = db.code().unwrap_or_default();
-                match code.as_ref() {
-                    // SQLite: BUSY, LOCKED, READONLY (numeric, extended codes included)
-                    c if c.parse::<u32>().is_ok() => {
-                        let n: u32 = c.parse().unwrap_or(0);
-                        matches!(n & 0xff, 5 | 6 | 8 | 10 | 13)
+                // SQLite: primary result code of the extended code.
+                let code: u32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+                let message = db.message();
+                match code & 0xff {
+                    // BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN
+                    5 | 6 | 7 | 8 | 10 | 13 | 14 => Kind::Transient,
+                    1 if message.starts_with("no such table")
+                        || message.starts_with("no such column")
+                        || message.contains("has no column named")
+                        || message.contains("ON CONFLICT clause does not match") =>
+                    {
+                        Kind::Schema
                     }
-                    // PostgreSQL SQLSTATE: connection exceptions, serialization failure,
-                    // deadlock, insufficient resources, operator intervention, read-only
-                    // transaction, lock not available
-                    c => {
-                        c.starts_with("08")
-                            || c.starts_with("53")
-                            || c.starts_with("57P")
-                            || matches!(c, "40001" | "40P01" | "25006" | "55P03")
-                    }
+                    _ => Kind::Rejected,
                 }
             }
         }
@@ -490,13 +511,13 @@ pub fn classify(e: sqlx::Error) -> SinkError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        _ => false,
+        | sqlx::Error::Protocol(_) => Kind::Transient,
+        _ => Kind::Rejected,
     };
-    if transient {
-        SinkError::Transient(e.to_string())
-    } else {
-        SinkError::Rejected(e.to_string())
+    match kind {
+        Kind::Schema => SinkError::Schema(e.to_string()),
+        Kind::Transient => SinkError::Transient(e.to_string()),
+        Kind::Rejected => SinkError::Rejected(e.to_string()),
     }
 }
 

@@ -191,6 +191,21 @@ async fn a_down_database_is_transient(dialect: &str) {
     assert!(matches!(result, Err(SinkError::Transient(_))), "{result:?}");
 }
 
+async fn a_value_the_database_refuses_is_rejected_not_transient(dialect: &str) {
+    if dialect != "postgres" {
+        return;
+    }
+    let Some(sink) = sink(dialect).await else {
+        return;
+    };
+    let m = mapping(&unique_table());
+    sink.migrate(&m).await.unwrap();
+    // PostgreSQL refuses NUL in text with SQLSTATE 22021: all digits, yet not a SQLite code.
+    let payload = json!({"email": "a\u{0}b"});
+    let result = sink.write(&m, &[row("nul", &payload)]).await;
+    assert!(matches!(result, Err(SinkError::Rejected(_))), "{result:?}");
+}
+
 macro_rules! suite {
     ($($dialect:ident),*) => {$(
         mod $dialect {
@@ -206,6 +221,8 @@ macro_rules! suite {
             async fn a_bad_row_rejects_its_whole_batch() { super::a_bad_row_rejects_its_whole_batch(stringify!($dialect)).await }
             #[tokio::test]
             async fn a_down_database_is_transient() { super::a_down_database_is_transient(stringify!($dialect)).await }
+            #[tokio::test]
+            async fn a_value_the_database_refuses_is_rejected_not_transient() { super::a_value_the_database_refuses_is_rejected_not_transient(stringify!($dialect)).await }
         }
     )*};
 }

@@ -4,11 +4,15 @@
 //! sees a trickle of probes, never a hot loop.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+/// Longer than a probe's write can take (the sink's acquire timeout is 3 s).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest a database that is back waits for levee to notice: short enough for a quick
 /// catch-up after maintenance, long enough that one probe every few seconds is no burden.
@@ -23,7 +27,9 @@ pub struct Breaker {
 struct State {
     failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// Since when one worker holds the probe. A probe that never reports (its batch was
+    /// empty, or its stream paused) expires, so the breaker cannot stay shut for good.
+    probing: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -46,9 +52,14 @@ impl Breaker {
                     _ if s.failures == 0 => return true,
                     Some(until) if until > now => until - now,
                     // Half open: one worker probes, the others wait for its verdict.
-                    _ if s.probing => Duration::from_millis(100),
+                    _ if s
+                        .probing
+                        .is_some_and(|since| since.elapsed() < PROBE_TIMEOUT) =>
+                    {
+                        Duration::from_millis(100)
+                    }
                     _ => {
-                        s.probing = true;
+                        s.probing = Some(now);
                         return true;
                     }
                 }
@@ -77,7 +88,7 @@ impl Breaker {
         // Jitter: anywhere in the upper half, so nodes that failed together retry apart.
         let backoff = rand::rng().random_range(ceiling / 2..=ceiling);
         s.open_until = Some(Instant::now() + backoff);
-        s.probing = false;
+        s.probing = None;
         s.last_error = Some(error.to_owned());
         tracing::warn!(
             failures = s.failures,
@@ -94,5 +105,37 @@ impl Breaker {
             consecutive_failures: s.failures,
             last_error: s.last_error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_at_a_time_and_a_silent_probe_expires() {
+        let breaker = Breaker::default();
+        let shutdown = CancellationToken::new();
+        assert!(breaker.ready(&shutdown).await);
+        breaker.failure("connection refused");
+        assert!(!breaker.health().healthy);
+
+        // After the backoff one worker gets the probe…
+        let started = tokio::time::Instant::now();
+        assert!(breaker.ready(&shutdown).await);
+        assert!(started.elapsed() >= FIRST_BACKOFF);
+        // …and another waits: for the verdict, or until the probe is given up on.
+        let waited = tokio::time::Instant::now();
+        assert!(breaker.ready(&shutdown).await);
+        assert!(
+            waited.elapsed() >= PROBE_TIMEOUT,
+            "a second probe came too soon"
+        );
+
+        breaker.success();
+        assert!(breaker.health().healthy);
+        let at_once = tokio::time::Instant::now();
+        assert!(breaker.ready(&shutdown).await);
+        assert_eq!(at_once.elapsed(), Duration::ZERO);
     }
 }
