@@ -798,7 +798,8 @@ impl Ctx<'_> {
         // One statement per lease token: receipts of one receive share theirs.
         for (token, seqs) in by_token(receipts) {
             let sql = format!(
-                "DELETE FROM messages WHERE queue = ? AND lease = ? AND seq IN ({})",
+                // `+queue`: look rows up by seq, never by the queue's index (a scan).
+                "DELETE FROM messages WHERE +queue = ? AND lease = ? AND seq IN ({})",
                 placeholders(seqs.len())
             );
             let params = [Value::from(queue.to_owned()), Value::from(token)]
