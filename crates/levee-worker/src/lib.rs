@@ -217,7 +217,17 @@ impl Drain {
                     payload,
                 })
                 .collect();
-            match self.sink.write(&stream.mapping, &rows).await {
+            // A write still stuck when the lease is nearly over (a lock held by a migration)
+            // is abandoned as transient: past the lease the batch would be delivered to
+            // another worker and spend attempts while this one still waits.
+            let write = tokio::time::timeout(
+                stream.lease.mul_f64(0.8),
+                self.sink.write(&stream.mapping, &rows),
+            );
+            let written = write.await.unwrap_or_else(|_| {
+                Err(SinkError::Transient("the write outlasted the lease".into()))
+            });
+            match written {
                 Ok(()) => {
                     self.breaker.success();
                     self.queue.ack(q, &receipts(slice)).await?;
