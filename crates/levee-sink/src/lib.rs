@@ -431,15 +431,72 @@ impl Sink for SqlSink {
             )));
         }
         let missing = Self::missing(mapping, &existing);
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(SinkError::Schema(format!(
+        if !missing.is_empty() {
+            return Err(SinkError::Schema(format!(
                 "table {} lacks the columns {}",
                 mapping.table,
                 missing.join(", ")
-            )))
+            )));
         }
+        if !self.id_is_unique(&mapping.table).await? {
+            // Without it, a message delivered twice would be two rows.
+            return Err(SinkError::Schema(format!(
+                "table {}: column id must be its primary key (or unique)",
+                mapping.table
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl SqlSink {
+    /// Whether `id` alone is the table's primary key or a unique key.
+    async fn id_is_unique(&self, table: &str) -> Result<bool, SinkError> {
+        let found: Option<(i64,)> = match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_as(
+                    "SELECT 1 FROM pragma_table_info(?1) WHERE name = 'id' AND pk = 1
+                   AND (SELECT COUNT(*) FROM pragma_table_info(?1) WHERE pk > 0) = 1
+                 UNION ALL
+                 SELECT 1 FROM pragma_index_list(?1) AS l
+                 WHERE l.\"unique\" = 1
+                   AND (SELECT COUNT(*) FROM pragma_index_info(l.name)) = 1
+                   AND (SELECT name FROM pragma_index_info(l.name)) = 'id'
+                 LIMIT 1",
+                )
+                .bind(table)
+                .fetch_optional(p)
+                .await
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_as(
+                    "SELECT 1::int8 FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                 WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisunique
+                   AND i.indnatts = 1 AND a.attname = 'id'
+                 LIMIT 1",
+                )
+                .bind(table)
+                .fetch_optional(p)
+                .await
+            }
+            Pool::MySql(p) => {
+                sqlx::query_as(
+                    "SELECT CAST(1 AS SIGNED) FROM information_schema.statistics s
+                 WHERE s.table_schema = DATABASE() AND s.table_name = ? AND s.non_unique = 0
+                   AND s.column_name = 'id'
+                   AND (SELECT COUNT(*) FROM information_schema.statistics t
+                        WHERE t.table_schema = s.table_schema AND t.table_name = s.table_name
+                          AND t.index_name = s.index_name) = 1
+                 LIMIT 1",
+                )
+                .bind(table)
+                .fetch_optional(p)
+                .await
+            }
+        }
+        .map_err(classify)?;
+        Ok(found.is_some())
     }
 }
 

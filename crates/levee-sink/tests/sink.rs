@@ -78,6 +78,36 @@ async fn check_names_what_is_missing(dialect: &str) {
     assert!(!message.contains("email"), "{message}");
 }
 
+async fn check_wants_id_as_the_key(dialect: &str) {
+    let Some(sink) = sink(dialect).await else {
+        return;
+    };
+    let table = unique_table();
+    let json_type = match dialect {
+        "postgres" => "jsonb",
+        "mysql" => "JSON",
+        _ => "TEXT",
+    };
+    sink.execute(&format!(
+        "CREATE TABLE {} (id VARCHAR(64) NOT NULL, received_at VARCHAR(40), payload {json_type}, email TEXT, zip TEXT, extra TEXT)",
+        sink.quoted(&table)
+    ))
+    .await
+    .unwrap();
+    let Err(SinkError::Schema(message)) = sink.check(&mapping(&table)).await else {
+        panic!("a table without a key on id must be refused");
+    };
+    assert!(message.contains("primary key"), "{message}");
+    sink.execute(&format!(
+        "CREATE UNIQUE INDEX {} ON {} (id)",
+        sink.quoted(&format!("{table}_id")),
+        sink.quoted(&table)
+    ))
+    .await
+    .unwrap();
+    sink.check(&mapping(&table)).await.unwrap();
+}
+
 async fn rows_are_mapped_with_id_time_and_payload(dialect: &str) {
     let Some(sink) = sink(dialect).await else {
         return;
@@ -211,6 +241,8 @@ macro_rules! suite {
         mod $dialect {
             #[tokio::test]
             async fn migrate_creates_then_fits() { super::migrate_creates_then_fits(stringify!($dialect)).await }
+            #[tokio::test]
+            async fn check_wants_id_as_the_key() { super::check_wants_id_as_the_key(stringify!($dialect)).await }
             #[tokio::test]
             async fn check_names_what_is_missing() { super::check_names_what_is_missing(stringify!($dialect)).await }
             #[tokio::test]
