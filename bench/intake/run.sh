@@ -20,7 +20,8 @@ trap 'kill $LEVEE_PID 2>/dev/null; wait $LEVEE_PID 2>/dev/null; rm -rf "$work"' 
 
 ./target/release/levee init --dir "$work" >/dev/null
 sed -i 's/^listen = .*/listen = "127.0.0.1:0"\nnoop_route = true/' "$work/levee.toml"
-start_levee ./target/release/levee "$work/levee.toml" "$work/levee.log"
+# Intake alone: no workers draining the queue while it is measured.
+LEVEE_ROLES=intake start_levee ./target/release/levee "$work/levee.toml" "$work/levee.log"
 
 noop_rps=() noop_p99=() durable_rps=() durable_p99=()
 for round in $(seq "$ROUNDS"); do
@@ -31,7 +32,7 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round: no-op ${noop_rps[-1]} req/s p99 ${noop_p99[-1]} ms; durable ${durable_rps[-1]} req/s p99 ${durable_p99[-1]} ms"
 done
 
-depth=$(curl -s "$LEVEE_URL/readyz" >/dev/null && sqlite3 "$work/levee-data/queue/queue.db" 'select count(*) from messages' 2>/dev/null || echo "?")
+depth=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages").fetchone()[0])' "$work/levee-data/queue/queue.db")
 mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.2f", s / NR }'; }
 max() { printf '%s\n' "$@" | sort -g | tail -1; }
 nr=$(mean "${noop_rps[@]}") dr=$(mean "${durable_rps[@]}")

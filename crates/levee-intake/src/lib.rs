@@ -131,10 +131,6 @@ impl Intake {
                 .any(|allowed| allowed == "*" || origin.as_bytes() == allowed.as_bytes())
         })
     }
-
-    pub fn queue(&self) -> &Arc<dyn Queue> {
-        &self.queue
-    }
 }
 
 /// The intake routes: streams, message status, health. `noop_route` adds `POST /v1/noop`,
