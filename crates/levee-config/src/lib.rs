@@ -34,6 +34,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default, rename = "static")]
+    pub static_files: StaticConfig,
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
 }
@@ -127,6 +129,35 @@ pub struct DatabaseConfig {
 pub struct StoreConfig {
     /// `file://…` or `s3://bucket/prefix`. Default `file://data_dir/public`.
     pub url: Option<String>,
+    /// An S3-compatible endpoint such as `http://127.0.0.1:5000`. Default: AWS, or the
+    /// `AWS_ENDPOINT_URL` environment variable.
+    pub endpoint: Option<String>,
+    /// The S3 region. Default `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Cache-Control by path: the first rule whose glob matches a published path wins;
+    /// paths no rule matches get the `changing` default.
+    pub cache_rules: Vec<CacheRule>,
+}
+
+/// One `[[store.cache_rules]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    /// A glob over the published path, e.g. `zip/*.json` or `assets/**`.
+    pub glob: String,
+    /// The `Cache-Control` header for matching files.
+    pub cache_control: String,
+}
+
+/// `[static]`: the static file server (the `static` role).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    /// A built site (Jekyll or Hugo output) served at `/` after the local store's files.
+    pub site_dir: Option<PathBuf>,
+    /// The page served with a 404, as a path inside the site or the store. Default
+    /// `404.html` when it exists.
+    pub not_found: Option<String>,
 }
 
 /// `[[streams]]`: a named write endpoint.
@@ -178,6 +209,10 @@ pub struct StreamConfig {
     /// Default 1 s.
     #[serde(default = "defaults::retry_seconds")]
     pub retry_seconds: u64,
+    /// Age of the oldest waiting message past which `status.json` calls the stream
+    /// delayed. Default 30 s.
+    #[serde(default = "defaults::delayed_after_seconds")]
+    pub delayed_after_seconds: u64,
 }
 
 impl StreamConfig {
@@ -236,6 +271,9 @@ mod defaults {
     }
     pub fn retry_seconds() -> u64 {
         1
+    }
+    pub fn delayed_after_seconds() -> u64 {
+        30
     }
 }
 
@@ -341,6 +379,15 @@ impl Config {
             }
         };
         resolve(&mut self.server.data_dir);
+        if let Some(p) = &mut self.static_files.site_dir {
+            resolve(p);
+        }
+        if let Some(url) = &mut self.store.url
+            && let Some(rest) = url.strip_prefix("file://")
+            && !rest.starts_with('/')
+        {
+            *url = format!("file://{}", base.join(rest).display());
+        }
         if let Some(p) = &mut self.queue.embedded.path {
             resolve(p);
         }
@@ -361,6 +408,14 @@ impl Config {
                 self.server.data_dir.join("levee.db").display()
             )
         })
+    }
+
+    /// Where public files are published: `store.url`, or `public` in the data directory.
+    pub fn store_url(&self) -> String {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.server.data_dir.join("public").display()))
     }
 
     /// Replace file schemas by their parsed contents.
@@ -440,6 +495,27 @@ impl Config {
             p(
                 "store.url".into(),
                 "must start with file:// or s3://".into(),
+            );
+        }
+        for (i, rule) in self.store.cache_rules.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(&rule.glob) {
+                p(format!("store.cache_rules[{i}].glob"), e.to_string());
+            }
+            if rule.cache_control.is_empty()
+                || http::HeaderValue::from_str(&rule.cache_control).is_err()
+            {
+                p(
+                    format!("store.cache_rules[{i}].cache_control"),
+                    "must be a non-empty header value".into(),
+                );
+            }
+        }
+        if let Some(dir) = &self.static_files.site_dir
+            && !dir.is_dir()
+        {
+            p(
+                "static.site_dir".into(),
+                format!("{} is not a directory", dir.display()),
             );
         }
 
