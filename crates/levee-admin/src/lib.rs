@@ -1,5 +1,8 @@
 //! The admin API, for operators and their scripts: status, pause/resume, dead letters.
 //! Every route needs `Authorization: Bearer $LEVEE_ADMIN_TOKEN` (compared in constant time).
+//! The public face of the same status is `status.json` ([`status_file`]).
+
+pub mod status_file;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod files;
 mod init;
 mod serve;
 mod token;
@@ -82,6 +83,42 @@ enum Command {
         #[command(flatten)]
         node: Node,
     },
+    /// Publish a built site (Jekyll or Hugo output) to a store: only what changed, assets
+    /// before pages, then optionally purge the changed paths from a CDN.
+    Deploy {
+        /// The built site.
+        dir: PathBuf,
+        /// file://DIR, a directory, or s3://bucket/prefix.
+        #[arg(long)]
+        to: String,
+        /// Upload text files compressed, with Content-Encoding set.
+        #[arg(long, value_enum)]
+        compress: Option<files::Compress>,
+        /// After uploading, POST to this URL for each changed path ({path} is replaced).
+        #[arg(long, value_name = "TEMPLATE")]
+        purge_url: Option<String>,
+        #[command(flatten)]
+        target: files::Target,
+    },
+    /// Split a CSV into one JSON file per key (e.g. one per ZIP code) and publish them.
+    Shard {
+        /// The CSV, with a header row.
+        file: PathBuf,
+        /// The column that names each file.
+        #[arg(long)]
+        key: String,
+        /// The path of each file, with {key}, e.g. 'zip/{key}.json'.
+        #[arg(long)]
+        out: String,
+        /// Columns to keep, comma-separated, in this order (default: all).
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+        /// Where to publish (default: the config's store).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        target: files::Target,
+    },
     /// Dead letters of a stream: list, show ID, redrive [IDS], purge [IDS].
     Dead {
         #[arg(value_parser = ["list", "show", "redrive", "purge"])]
@@ -131,6 +168,40 @@ fn run_client(config: Option<&std::path::Path>, command: Command) -> anyhow::Res
                 ids,
                 node: n,
             } => client::dead(&node(&n)?, &action, &stream, &ids).await,
+            Command::Deploy {
+                dir,
+                to,
+                compress,
+                purge_url,
+                target,
+            } => {
+                let args = files::DeployArgs {
+                    dir,
+                    to,
+                    compress,
+                    purge_url,
+                    target,
+                };
+                files::deploy(config, args).await
+            }
+            Command::Shard {
+                file,
+                key,
+                out,
+                fields,
+                to,
+                target,
+            } => {
+                let args = files::ShardArgs {
+                    file,
+                    key,
+                    out,
+                    fields,
+                    to,
+                    target,
+                };
+                files::shard(config, args).await
+            }
             Command::Serve { .. } | Command::Init { .. } | Command::Config { .. } => {
                 unreachable!("handled in main")
             }

@@ -10,12 +10,17 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::http::{StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use levee_admin::Admin;
+use levee_admin::status_file::{StatusFile, StatusStream};
 use levee_config::Config;
 use levee_intake::{ApiError, Intake};
+use levee_publish::Publisher;
 use levee_queue::{EmbeddedOptions, EmbeddedQueue, Queue};
 use levee_sink::{Sink, SinkOptions, SqlSink};
+use levee_static::{StaticFiles, StaticOptions};
 use levee_worker::{Control, Drain, StreamDrain};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +53,7 @@ pub fn run(config_path: Option<&Path>, roles: &[Role]) -> anyhow::Result<()> {
     }
     let later: Vec<_> = roles
         .iter()
-        .filter(|r| matches!(r, Role::Static | Role::Scheduler))
+        .filter(|r| matches!(r, Role::Scheduler))
         .collect();
     if !later.is_empty() {
         tracing::info!(roles = ?later, "these roles arrive in a later version of levee");
@@ -118,6 +123,35 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
         &config.server.data_dir.join("control.json"),
         config.streams.iter().map(|s| s.name.clone()).collect(),
     )?);
+    let (store, rules) = crate::files::configured_store(&config)?;
+    let publisher = Publisher::new(store.clone(), rules.clone());
+    if roles.contains(&Role::Worker) || roles.contains(&Role::Admin) {
+        let streams = config
+            .streams
+            .iter()
+            .map(|s| StatusStream {
+                name: s.name.clone(),
+                max_depth: s.max_depth,
+                delayed_after: Duration::from_secs(s.delayed_after_seconds),
+            })
+            .collect();
+        let status = StatusFile::new(queue.clone(), control.clone(), streams, publisher);
+        tokio::spawn(Arc::new(status).run(shutdown.clone()));
+    }
+    let static_files = if roles.contains(&Role::Static) {
+        let options = StaticOptions {
+            store: store.local_root().map(Path::to_owned),
+            site: config.static_files.site_dir.clone(),
+            not_found: config.static_files.not_found.clone(),
+            rules,
+            cache_bytes: None,
+        };
+        Some(Arc::new(
+            StaticFiles::new(options).context("cannot serve static files")?,
+        ))
+    } else {
+        None
+    };
     let drain = Arc::new(Drain::new(queue.clone(), sink, control, drains));
     let workers = if roles.contains(&Role::Worker) {
         drain.spawn(&shutdown)
@@ -147,7 +181,7 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
         tokio::spawn(admin.clone().sample_rates(shutdown.clone()));
         app = app.merge(levee_admin::router(admin));
     }
-    let app = with_limits(app, &config);
+    let app = with_limits(app, static_files, &config);
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -182,33 +216,43 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
 
 /// Explicit limits around every route, each with its answer when full: at most
 /// `max_concurrent_requests` at once (503 past it, at once), a body must arrive within
-/// `request_timeout_seconds` (408), JSON 404/405 for what no route takes.
-fn with_limits(app: Router, config: &Config) -> Router {
-    app.fallback(|uri: Uri| async move {
-        tracing::debug!(%uri, "no route");
-        ApiError::not_found()
-    })
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this method is not allowed here",
+/// `request_timeout_seconds` (408). What no route takes goes to the static files, except
+/// under `/v1/`, which answers a JSON 404/405.
+fn with_limits(app: Router, static_files: Option<Arc<StaticFiles>>, config: &Config) -> Router {
+    let fallback = |request: Request| async move {
+        let path = request.uri().path();
+        match static_files {
+            Some(files) if !path.starts_with("/v1/") => {
+                levee_static::serve(State(files), request).await
+            }
+            _ => {
+                tracing::debug!(uri = %request.uri(), "no route");
+                ApiError::not_found().into_response()
+            }
+        }
+    };
+    app.fallback(fallback)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            config.server.request_timeout_seconds,
+        )))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::unavailable("levee is at its limit of concurrent requests", 1)
+                }))
+                .load_shed()
+                // Global: `Router::layer` wraps each route apart, and the limit is for all.
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    config.server.max_concurrent_requests,
+                )),
         )
-    })
-    .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
-        config.server.request_timeout_seconds,
-    )))
-    .layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                ApiError::unavailable("levee is at its limit of concurrent requests", 1)
-            }))
-            .load_shed()
-            // Global: `Router::layer` wraps each route apart, and the limit is for all.
-            .layer(GlobalConcurrencyLimitLayer::new(
-                config.server.max_concurrent_requests,
-            )),
-    )
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.

@@ -32,10 +32,17 @@ fn unknown_routes_and_methods_answer_json() {
     let levee = Levee::start(dir.path());
     let response = raw(
         &levee.url,
-        b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /v1/nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     assert!(response.contains(r#""code":"not_found""#), "{response}");
+    // Outside the API, the static server answers.
+    let response = raw(
+        &levee.url,
+        b"GET /nowhere.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    assert!(response.contains("404 Not Found"), "{response}");
     let response = raw(
         &levee.url,
         b"DELETE /v1/streams/signups HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
