@@ -447,3 +447,70 @@ async fn shard_writes_one_file_per_zip_code_and_rewrites_only_changes() {
     assert!(ok && out.contains("uploaded 1 "), "{out}");
     assert_eq!(read("37415")["city"], "Red Bank");
 }
+
+#[tokio::test]
+async fn deploy_purges_exactly_the_changed_paths_and_can_compress() {
+    use std::sync::{Arc, Mutex};
+    let purged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = purged.clone();
+    let cdn = axum::Router::new().route(
+        "/purge/{*path}",
+        axum::routing::post(
+            move |axum::extract::Path(path): axum::extract::Path<String>| {
+                let record = record.clone();
+                async move { record.lock().unwrap().push(path) }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let template = format!("http://{}/purge/{{path}}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, cdn).await });
+
+    let site = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "<h1>one</h1>").unwrap();
+    std::fs::write(site.path().join("app.js"), "x".repeat(2000)).unwrap();
+    let args: Vec<String> = [
+        "deploy",
+        &site.path().display().to_string(),
+        "--to",
+        &format!("file://{}", out.path().display()),
+        "--purge-url",
+        &template,
+        "--compress",
+        "gzip",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    // The CLI blocks; the CDN above needs this runtime free to answer it.
+    let deploy = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let (ok, out_text) = deploy(args.clone()).await;
+    assert!(ok, "{out_text}");
+    let mut paths = std::mem::take(&mut *purged.lock().unwrap());
+    paths.sort();
+    assert_eq!(paths, ["app.js", "index.html"]);
+
+    std::fs::write(site.path().join("index.html"), "<h1>two</h1>").unwrap();
+    let (ok, out_text) = deploy(args).await;
+    assert!(ok, "{out_text}");
+    assert_eq!(*purged.lock().unwrap(), ["index.html"], "only what changed");
+
+    let store = levee_store::Store::open(&levee_store::StoreSettings {
+        url: format!("file://{}", out.path().display()),
+        ..Default::default()
+    })
+    .unwrap();
+    let js = store.get("app.js").await.unwrap().unwrap();
+    assert_eq!(
+        js.headers.unwrap().content_encoding.as_deref(),
+        Some("gzip")
+    );
+    assert!(js.body.len() < 2000, "stored compressed");
+}
