@@ -1,28 +1,11 @@
 //! `levee deploy DIR --to URL`: publish a built site (Jekyll or Hugo output).
 
-use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
-use levee_store::{CacheRules, Headers, check_path, compressible, content_type};
+use levee_store::{CacheRules, Effort, Encoding, Headers, check_path, compressible, content_type};
 
 use crate::sync::SyncFile;
-
-/// How files are compressed before upload (`--compress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    Gzip,
-    Brotli,
-}
-
-impl Encoding {
-    pub fn name(self) -> &'static str {
-        match self {
-            Encoding::Gzip => "gzip",
-            Encoding::Brotli => "br",
-        }
-    }
-}
 
 /// Read every file under `dir` (hidden files skipped, except `.well-known/`), with its
 /// headers; HTML pages are marked to go after the assets they name.
@@ -72,7 +55,8 @@ fn walk(
         let body = match compress {
             Some(encoding) if compressible(&headers.content_type) && !raw.is_empty() => {
                 headers.content_encoding = Some(encoding.name().to_owned());
-                compress_bytes(&raw, encoding)
+                // Compressed once, served many times: the best ratio is worth it.
+                encoding.compress(&raw, Effort::Best)
             }
             _ => raw,
         };
@@ -85,27 +69,6 @@ fn walk(
         });
     }
     Ok(())
-}
-
-/// Compress with the best ratio: files are compressed once and served many times.
-pub fn compress_bytes(raw: &[u8], encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::Gzip => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            encoder.write_all(raw).expect("writing to memory");
-            encoder.finish().expect("writing to memory")
-        }
-        Encoding::Brotli => {
-            let mut out = Vec::new();
-            let params = brotli::enc::BrotliEncoderParams {
-                quality: 11,
-                ..Default::default()
-            };
-            brotli::BrotliCompress(&mut &raw[..], &mut out, &params).expect("writing to memory");
-            out
-        }
-    }
 }
 
 /// The headers a file of a site gets when it is served straight from a folder.

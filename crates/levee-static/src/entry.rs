@@ -1,6 +1,5 @@
 //! One servable file, with its response headers computed once.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -9,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use levee_store::{Headers, compressible};
+use levee_store::{Effort, Encoding, Headers, compressible};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -69,8 +68,12 @@ impl Entry {
             let etag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
             let worth = compressible(&headers.content_type) && identity.len() >= COMPRESS_MIN;
             let smaller = |c: Vec<u8>| (c.len() < identity.len()).then(|| Bytes::from(c));
-            let gzip = worth.then(|| smaller(gzip(&identity))).flatten();
-            let br = worth.then(|| smaller(brotli(&identity))).flatten();
+            let gzip = worth
+                .then(|| smaller(Encoding::Gzip.compress(&identity, Effort::Fast)))
+                .flatten();
+            let br = worth
+                .then(|| smaller(Encoding::Brotli.compress(&identity, Effort::Fast)))
+                .flatten();
             let len = identity.len() as u64;
             let source = Source::Memory {
                 identity: Bytes::from(identity),
@@ -325,39 +328,12 @@ fn accepted(request: &HeaderMap) -> Accepted {
     accepted
 }
 
+/// The plain bytes of a file stored compressed.
 fn decode(raw: Vec<u8>, encoding: Option<&str>) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    match encoding {
-        Some("gzip") => {
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(DECODED_MAX)
-                .read_to_end(&mut out)?;
-        }
-        Some("br") => {
-            brotli::Decompressor::new(&raw[..], 4096)
-                .take(DECODED_MAX)
-                .read_to_end(&mut out)?;
-        }
-        _ => return Ok(raw),
+    match encoding.and_then(Encoding::from_name) {
+        Some(encoding) => encoding.decompress(&raw, DECODED_MAX),
+        None => Ok(raw),
     }
-    Ok(out)
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    encoder.write_all(data).expect("writing to memory");
-    encoder.finish().expect("writing to memory")
-}
-
-fn brotli(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let params = brotli::enc::BrotliEncoderParams {
-        quality: 6,
-        ..Default::default()
-    };
-    brotli::BrotliCompress(&mut &data[..], &mut out, &params).expect("writing to memory");
-    out
 }
 
 /// `len` bytes of the file at `path` from `start`, read as the client takes them.

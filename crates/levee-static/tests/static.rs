@@ -194,10 +194,7 @@ async fn a_file_stored_compressed_is_decoded_for_clients_without_it() {
     let store = f.publisher.store();
     let mut headers = CacheRules::default().headers("pre.json");
     headers.content_encoding = Some("gzip".into());
-    let gz = levee_publish::deploy::compress_bytes(
-        json.as_bytes(),
-        levee_publish::deploy::Encoding::Gzip,
-    );
+    let gz = levee_store::Encoding::Gzip.compress(json.as_bytes(), levee_store::Effort::Best);
     store
         .put("pre.json", gz.into(), &headers, "x")
         .await

@@ -6,6 +6,7 @@
 //! so a reader never finds a file whose headers are older than it. `.levee/` is levee's own
 //! corner of every store: listings skip it and the static server never serves it.
 
+pub mod encoding;
 mod headers;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -24,6 +25,7 @@ use object_store::{
     PutOptions, PutPayload, RetryConfig,
 };
 
+pub use encoding::{Effort, Encoding};
 pub use headers::{CHANGING, CacheRules, Headers, IMMUTABLE, compressible, content_type};
 
 /// Where levee keeps its own files inside a store.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use levee_config::Config;
-use levee_publish::deploy::{self, Encoding};
+use levee_publish::deploy;
 use levee_publish::shard::{self, ShardOptions};
 use levee_publish::sync::{self, SyncError, SyncFile, SyncOptions, SyncSummary};
-use levee_store::{CacheRules, Store, StoreSettings};
+use levee_store::{CacheRules, Encoding, Store, StoreSettings};
 
 /// Where to write, and how.
 #[derive(clap::Args)]
