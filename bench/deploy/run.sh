@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PORT=${PORT:-5055}
+CONCURRENCY=${CONCURRENCY:-32}
+FILES=${FILES:-0}     # 0: all 41,749; else only the first FILES rows
 ENDPOINT="http://127.0.0.1:$PORT"
 for tool in moto_server aws rclone; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (pip install 'moto[server]' awscli; apt-get install -y rclone)" >&2; exit 1; }
@@ -28,11 +30,14 @@ export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFI
   RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=bench RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=bench RCLONE_CONFIG_MOTO_REGION=us-east-1
 
 # The site: one JSON file per ZIP code.
-python3 - data/us-zipcodes.csv "$work/site" <<'PY'
+python3 - data/us-zipcodes.csv "$work/site" "$FILES" <<'PY'
 import csv, json, os, sys
 out = os.path.join(sys.argv[2], "zip")
 os.makedirs(out)
-for row in csv.DictReader(open(sys.argv[1])):
+limit = int(sys.argv[3])
+for i, row in enumerate(csv.DictReader(open(sys.argv[1]))):
+    if limit and i >= limit:
+        break
     with open(os.path.join(out, row["zip"] + ".json"), "w") as f:
         json.dump({"zip": row["zip"], "city": row["city"], "state": row["state"]}, f)
 PY
@@ -51,7 +56,7 @@ requests() {
     /"POST /   { post++ }
     END { printf "list=%d get=%d head=%d put=%d post=%d delete=%d", list, get, head, put, post, del }'
 }
-timed() { local start end; start=$(date +%s.%N); "$@" >"$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }; end=$(date +%s.%N); awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }'; }
+timed() { local start end; start=$(date +%s.%N); "$@" >"$work/out.log" 2>&1 || { cat "$work/out.log" >&2; return 1; }; end=$(date +%s.%N); awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }'; }
 
 declare -A first again
 run_tool() {
@@ -64,9 +69,10 @@ run_tool() {
   echo "$name no-change re-run: ${again[$name]}"
 }
 
-run_tool "levee deploy" bench-levee ./target/release/levee deploy "$work/site" --to s3://bench-levee/site --endpoint "$ENDPOINT" --concurrency 32
-run_tool "aws s3 sync" bench-aws aws --endpoint-url "$ENDPOINT" s3 sync --only-show-errors "$work/site" s3://bench-aws/site
-run_tool "rclone sync" bench-rclone rclone sync --transfers 32 --checkers 32 "$work/site" moto:bench-rclone/site
+run_tool "levee deploy" bench-levee ./target/release/levee deploy "$work/site" --to s3://bench-levee/site --endpoint "$ENDPOINT" --concurrency "$CONCURRENCY"
+[ "${ONLY_LEVEE:-}" ] || run_tool "aws s3 sync" bench-aws aws --endpoint-url "$ENDPOINT" s3 sync --only-show-errors "$work/site" s3://bench-aws/site
+# rclone 1.60 cannot load AWS_CA_BUNDLE into its own HTTP transport (and needs no CA for http).
+[ "${ONLY_LEVEE:-}" ] || run_tool "rclone sync" bench-rclone env -u AWS_CA_BUNDLE rclone sync --transfers 32 --checkers 32 "$work/site" moto:bench-rclone/site
 
 echo
 printf '%-14s | %-58s | %s\n' tool "first upload" "no-change re-run"

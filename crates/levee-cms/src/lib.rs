@@ -9,6 +9,7 @@ pub mod cms;
 pub mod db;
 pub mod output;
 pub mod render;
+pub mod ui;
 
 pub use clock::Clock;
 pub use cms::{Cms, CmsError, Publish};

@@ -38,6 +38,29 @@ pub struct Config {
     pub static_files: StaticConfig,
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
+    #[serde(default)]
+    pub collections: Vec<CollectionConfig>,
+}
+
+impl CollectionConfig {
+    /// The schema document. Only valid after [`Config::load`], which inlines file schemas.
+    pub fn schema_json(&self) -> &Value {
+        match &self.schema {
+            SchemaSource::Inline(value) => value,
+            SchemaSource::File(path) => panic!("schema {path} was not loaded"),
+        }
+    }
+}
+
+/// `[[collections]]`: a CMS document (homepage modules, say), edited as JSON in the admin
+/// and published at `collections/{name}.json` once its schema accepts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// A JSON Schema file, or the schema inline.
+    pub schema: SchemaSource,
 }
 
 /// `[server]`: the HTTP listener and where local state lives.
@@ -421,21 +444,30 @@ impl Config {
     /// Replace file schemas by their parsed contents.
     fn load_schemas(&mut self, base: Option<&Path>) -> Vec<Problem> {
         let mut problems = Vec::new();
-        for (i, stream) in self.streams.iter_mut().enumerate() {
-            let SchemaSource::File(file) = &stream.schema else {
+        let streams = self
+            .streams
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| (format!("streams[{i}].schema"), &mut s.schema));
+        let collections = self
+            .collections
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| (format!("collections[{i}].schema"), &mut c.schema));
+        for (key, schema) in streams.chain(collections) {
+            let SchemaSource::File(file) = &*schema else {
                 continue;
             };
             let path = match base {
                 Some(base) => base.join(file),
                 None => PathBuf::from(file),
             };
-            let key = format!("streams[{i}].schema");
             match std::fs::read_to_string(&path) {
                 Err(e) => {
                     problems.push(problem(key, format!("cannot read {}: {e}", path.display())))
                 }
                 Ok(text) => match serde_json::from_str(&text) {
-                    Ok(value) => stream.schema = SchemaSource::Inline(value),
+                    Ok(value) => *schema = SchemaSource::Inline(value),
                     Err(e) => problems.push(problem(
                         key,
                         format!("{} is not valid JSON: {e}", path.display()),
@@ -517,6 +549,32 @@ impl Config {
                 "static.site_dir".into(),
                 format!("{} is not a directory", dir.display()),
             );
+        }
+
+        let mut collection_names = HashSet::new();
+        for (i, c) in self.collections.iter().enumerate() {
+            if !is_stream_name(&c.name) {
+                p(
+                    format!("collections[{i}].name"),
+                    format!(
+                        "{:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
+                        c.name
+                    ),
+                );
+            } else if !collection_names.insert(c.name.as_str()) {
+                p(
+                    format!("collections[{i}].name"),
+                    format!("{:?} is declared twice", c.name),
+                );
+            }
+            if let SchemaSource::Inline(schema) = &c.schema
+                && let Err(e) = compile_schema(schema)
+            {
+                p(
+                    format!("collections[{i}].schema"),
+                    format!("is not a valid JSON Schema: {e}"),
+                );
+            }
         }
 
         let mut names = HashSet::new();

@@ -64,6 +64,11 @@ impl Control {
         })
     }
 
+    /// The streams it controls, in config order.
+    pub fn streams(&self) -> &[String] {
+        &self.streams
+    }
+
     pub fn paused(&self, stream: &str) -> Option<Pause> {
         self.state.lock().unwrap().get(stream).cloned()
     }

@@ -24,7 +24,7 @@ pub struct Target {
     #[arg(long)]
     pub dry_run: bool,
     /// Uploads at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// Cache-Control by glob, first match wins, before the config's rules
     /// (e.g. 'assets/**=public, max-age=31536000, immutable'). Repeatable.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod content;
 mod files;
 mod init;
 mod serve;
@@ -119,6 +120,17 @@ enum Command {
         #[command(flatten)]
         target: files::Target,
     },
+    /// Admin users: `levee user add NAME --role admin|editor` (password from
+    /// LEVEE_USER_PASSWORD or stdin).
+    User {
+        #[arg(value_parser = ["add"])]
+        action: String,
+        name: String,
+        #[arg(long, default_value = "editor")]
+        role: String,
+    },
+    /// Render and publish every CMS file again.
+    Publish,
     /// Dead letters of a stream: list, show ID, redrive [IDS], purge [IDS].
     Dead {
         #[arg(value_parser = ["list", "show", "redrive", "purge"])]
@@ -202,6 +214,8 @@ fn run_client(config: Option<&std::path::Path>, command: Command) -> anyhow::Res
                 };
                 files::shard(config, args).await
             }
+            Command::User { name, role, .. } => content::user_add(config, &name, &role).await,
+            Command::Publish => content::publish_all(config).await,
             Command::Serve { .. } | Command::Init { .. } | Command::Config { .. } => {
                 unreachable!("handled in main")
             }

@@ -136,7 +136,7 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
                 delayed_after: Duration::from_secs(s.delayed_after_seconds),
             })
             .collect();
-        let status = StatusFile::new(queue.clone(), control.clone(), streams, publisher);
+        let status = StatusFile::new(queue.clone(), control.clone(), streams, publisher.clone());
         tokio::spawn(Arc::new(status).run(shutdown.clone()));
     }
     let static_files = if roles.contains(&Role::Static) {
@@ -153,7 +153,12 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
     } else {
         None
     };
-    let drain = Arc::new(Drain::new(queue.clone(), sink, control, drains));
+    let cms = if roles.contains(&Role::Admin) {
+        Some(crate::content::open(&config, publisher.clone()).await?)
+    } else {
+        None
+    };
+    let drain = Arc::new(Drain::new(queue.clone(), sink, control.clone(), drains));
     let workers = if roles.contains(&Role::Worker) {
         drain.spawn(&shutdown)
     } else {
@@ -181,6 +186,10 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
         ));
         tokio::spawn(admin.clone().sample_rates(shutdown.clone()));
         app = app.merge(levee_admin::router(admin));
+        if let Some(cms) = cms {
+            let token = crate::token::admin_token(&config.server.data_dir)?;
+            app = app.merge(crate::content::routers(cms, token, control, &shutdown).await?);
+        }
     }
     let app = with_limits(app, static_files, &config);
 
