@@ -128,32 +128,47 @@ fn v<T: serde::Serialize>(value: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
+/// Why a request may not go on.
+enum Denied {
+    /// No session: to the login page.
+    Login,
+    /// A session, but not this: 403.
+    Forbidden(&'static str),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Login => Redirect::to("/admin/login").into_response(),
+            Denied::Forbidden(why) => (StatusCode::FORBIDDEN, why).into_response(),
+        }
+    }
+}
+
 /// The session's actor, or a redirect to the login page.
-fn signed_in(state: &UiState, headers: &HeaderMap) -> Result<Actor, Response> {
+fn signed_in(state: &UiState, headers: &HeaderMap) -> Result<Actor, Denied> {
     match state.auth.actor(headers) {
         Some(actor) if actor.csrf.is_some() => Ok(actor),
-        _ => Err(Redirect::to("/admin/login").into_response()),
+        _ => Err(Denied::Login),
     }
 }
 
 /// As [`signed_in`], for a form post: its CSRF token must match (403 if not).
-fn form_actor(state: &UiState, headers: &HeaderMap, csrf: &str) -> Result<Actor, Response> {
+fn form_actor(state: &UiState, headers: &HeaderMap, csrf: &str) -> Result<Actor, Denied> {
     let actor = signed_in(state, headers)?;
     if !auth::csrf_ok(&actor, Some(csrf)) {
-        return Err((
-            StatusCode::FORBIDDEN,
+        return Err(Denied::Forbidden(
             "the form is stale or forged (CSRF token); reload the page",
-        )
-            .into_response());
+        ));
     }
     Ok(actor)
 }
 
-fn admin_only(actor: &Actor) -> Result<(), Response> {
+fn admin_only(actor: &Actor) -> Result<(), Denied> {
     if actor.role == Role::Admin {
         Ok(())
     } else {
-        Err((StatusCode::FORBIDDEN, "admins only").into_response())
+        Err(Denied::Forbidden("admins only"))
     }
 }
 
@@ -292,7 +307,7 @@ async fn setup(
 async fn dashboard(State(s): State<UiState>, headers: HeaderMap) -> Response {
     let actor = match signed_in(&s, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let blogs = s.cms.db().blogs().await.unwrap_or_default();
     s.page(
@@ -316,7 +331,7 @@ async fn create_blog(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match s
         .cms
@@ -358,7 +373,7 @@ async fn blog_page(
 ) -> Response {
     let actor = match signed_in(&s, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let blog = match s.cms.blog(&slug).await {
         Ok(b) => b,
@@ -438,7 +453,7 @@ async fn create_post(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if form.action == "preview" {
         return preview(&s, &actor, &form);
@@ -456,7 +471,7 @@ async fn post_page(
 ) -> Response {
     let actor = match signed_in(&s, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (blog, post) = match (s.cms.blog(&slug).await, s.cms.post(&slug, id).await) {
         (Ok(b), Ok(p)) => (b, p),
@@ -478,7 +493,7 @@ async fn update_post(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if form.action == "preview" {
         return preview(&s, &actor, &form);
@@ -501,7 +516,7 @@ async fn delete_post(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match s.cms.delete_post(&slug, id, &actor.name).await {
         Ok(_) => Redirect::to(&format!("/admin/blogs/{slug}")).into_response(),
@@ -514,7 +529,7 @@ async fn delete_post(
 async fn alerts_page(State(s): State<UiState>, headers: HeaderMap) -> Response {
     let actor = match signed_in(&s, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let alerts: Vec<Value> = s
         .cms
@@ -563,7 +578,7 @@ async fn create_alert(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let input = AlertInput {
         message: Some(form.message),
@@ -594,7 +609,7 @@ async fn delete_alert(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match s.cms.delete_alert(id, &actor.name).await {
         Ok(_) => Redirect::to("/admin/alerts").into_response(),
@@ -609,7 +624,7 @@ async fn collection_page(
 ) -> Response {
     let actor = match signed_in(&s, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !s.cms.collection_names().any(|n| n == name) {
         return cms_error(&s, &actor, CmsError::NotFound(format!("collection {name}")));
@@ -641,7 +656,7 @@ async fn save_collection(
 ) -> Response {
     let actor = match form_actor(&s, &headers, &form.csrf) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let document = match serde_json::from_str::<Value>(&form.document) {
         Ok(d) => d,
@@ -658,7 +673,7 @@ async fn save_collection(
 async fn users_page(State(s): State<UiState>, headers: HeaderMap) -> Response {
     let actor = match signed_in(&s, &headers).and_then(|a| admin_only(&a).map(|()| a)) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let users = s.cms.db().users().await.unwrap_or_default();
     s.page("users.html", Some(&actor), context! { users => v(&users) })
@@ -680,7 +695,7 @@ async fn save_user(
     let actor = match form_actor(&s, &headers, &form.csrf).and_then(|a| admin_only(&a).map(|()| a))
     {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if Role::parse(&form.role).is_none() || form.password.len() < 8 || form.name.trim().is_empty() {
         return cms_error(
@@ -708,7 +723,7 @@ async fn save_user(
 async fn streams_page(State(s): State<UiState>, headers: HeaderMap) -> Response {
     let actor = match signed_in(&s, &headers).and_then(|a| admin_only(&a).map(|()| a)) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let streams: Vec<Value> = s
         .streams
@@ -741,7 +756,7 @@ async fn stream_action(
     let actor = match form_actor(&s, &headers, &form.csrf).and_then(|a| admin_only(&a).map(|()| a))
     {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(streams) = &s.streams else {
         return (StatusCode::NOT_FOUND, "no streams on this node").into_response();
@@ -766,7 +781,7 @@ async fn stream_action(
 async fn audit_page(State(s): State<UiState>, headers: HeaderMap) -> Response {
     let actor = match signed_in(&s, &headers).and_then(|a| admin_only(&a).map(|()| a)) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let entries: Vec<Value> = s
         .cms
