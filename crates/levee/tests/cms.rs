@@ -286,3 +286,61 @@ async fn logins_are_rate_limited_and_cookies_are_secure_behind_tls() {
     let set = response.headers()[SET_COOKIE].to_str().unwrap();
     assert!(set.contains("; Secure"), "{set}");
 }
+
+#[tokio::test]
+async fn the_first_start_prints_a_one_time_setup_link() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let levee = Levee::start_with_env(dir.path(), &[("LEVEE_ADMIN_TOKEN", TOKEN)]);
+    let link = levee
+        .startup
+        .iter()
+        .find_map(|l| {
+            l.split(" at ")
+                .nth(1)
+                .filter(|p| p.starts_with("/admin/setup?token="))
+        })
+        .unwrap_or_else(|| panic!("no setup link in {:?}", levee.startup))
+        .to_owned();
+    let token = link.split('=').nth(1).unwrap().to_owned();
+    let http = client();
+    let wrong = http
+        .get(format!("{}/admin/setup?token=wrong", levee.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::NOT_FOUND);
+    let page = http
+        .get(format!("{}{link}", levee.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let created = http
+        .post(format!("{}/admin/setup", levee.url))
+        .form(&[
+            ("token", token.as_str()),
+            ("name", "chief"),
+            ("password", "long enough pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    assert!(
+        created.headers().contains_key(SET_COOKIE),
+        "signed in at once"
+    );
+    let again = http
+        .post(format!("{}/admin/setup", levee.url))
+        .form(&[
+            ("token", token.as_str()),
+            ("name", "intruder"),
+            ("password", "long enough pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "the link works once");
+    login(&levee, "chief", "long enough pw").await;
+}

@@ -14,6 +14,8 @@ pub struct Levee {
     child: Child,
     pub url: String,
     pub dir: PathBuf,
+    /// What it printed on stdout before it listened (e.g. the admin setup link).
+    pub startup: Vec<String>,
     /// The extra environment it was started with; CLI commands get it too.
     env: Vec<(String, String)>,
 }
@@ -65,6 +67,7 @@ impl Levee {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut startup = Vec::new();
         let url = loop {
             assert!(
                 Instant::now() < deadline,
@@ -76,6 +79,7 @@ impl Levee {
                     if let Some(url) = line.strip_prefix("levee listening on ") {
                         break url.to_owned();
                     }
+                    startup.push(line);
                 }
                 _ => panic!(
                     "levee exited before listening; see {}/levee.log",
@@ -87,6 +91,7 @@ impl Levee {
             child,
             url,
             dir: dir.to_owned(),
+            startup,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
