@@ -344,3 +344,35 @@ async fn the_first_start_prints_a_one_time_setup_link() {
     assert_eq!(again.status(), StatusCode::NOT_FOUND, "the link works once");
     login(&levee, "chief", "long enough pw").await;
 }
+
+#[tokio::test]
+async fn levee_publish_renders_everything_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let levee = start(dir.path());
+    let http = client();
+    let api = |path: &str| http.post(format!("{}{path}", levee.url)).bearer_auth(TOKEN);
+    let created = api("/v1/admin/blogs")
+        .json(&json!({"slug": "night", "title": "Night"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let post = api("/v1/admin/blogs/night/posts")
+        .json(&json!({"title": "Kept", "body_markdown": "in SQL"}))
+        .send()
+        .await
+        .unwrap();
+    let id = post.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+
+    let public = dir.path().join("levee-data/public");
+    std::fs::remove_dir_all(public.join("blogs")).unwrap();
+    let (ok, out) = levee.cli(&["publish"]);
+    assert!(ok, "{out}");
+    let latest: Value = serde_json::from_str(
+        &std::fs::read_to_string(public.join("blogs/night/latest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(latest["posts"][0]["title"], "Kept");
+    assert!(public.join(format!("blogs/night/posts/{id}.json")).exists());
+    assert!(public.join("blogs/night/archive/1.json").exists());
+}
