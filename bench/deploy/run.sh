@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PORT=${PORT:-5055}
-CONCURRENCY=${CONCURRENCY:-32}
+CONCURRENCY=${CONCURRENCY:-16}
 FILES=${FILES:-0}     # 0: all 41,749; else only the first FILES rows
 ENDPOINT="http://127.0.0.1:$PORT"
 for tool in moto_server aws rclone; do
