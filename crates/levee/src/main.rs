@@ -10,6 +10,7 @@ mod client;
 mod content;
 mod files;
 mod init;
+mod kit;
 mod serve;
 mod token;
 

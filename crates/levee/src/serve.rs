@@ -191,6 +191,10 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
             app = app.merge(crate::content::routers(cms, token, control, &shutdown).await?);
         }
     }
+    if roles.contains(&Role::Static) {
+        // levee.js, and the demo page at `/` unless a site is configured.
+        app = app.merge(crate::kit::router(config.static_files.site_dir.is_none()));
+    }
     let app = with_limits(app, static_files, &config);
 
     let listeners = bind(config.server.listen)?;
