@@ -1,4 +1,5 @@
-//! The admin API, for operators and their scripts: status, pause/resume, dead letters.
+//! The admin API, for operators and their scripts: status, pause/resume, dead letters,
+//! running a job now.
 //! Every route needs `Authorization: Bearer $LEVEE_ADMIN_TOKEN` (compared in constant time).
 //! The public face of the same status is `status.json` ([`status_file`]).
 
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use levee_intake::{ApiError, Intake};
+use levee_jobs::Jobs;
 use levee_queue::{DeadMessage, Queue};
 use levee_worker::Drain;
 use serde::Deserialize;
@@ -34,6 +36,7 @@ pub struct Admin {
     /// (stream, max_depth), in config order.
     streams: Vec<(String, u64)>,
     samples: Mutex<VecDeque<Sample>>,
+    jobs: Option<Arc<Jobs>>,
 }
 
 /// Totals at one instant, to turn counters into rates.
@@ -58,7 +61,14 @@ impl Admin {
             drain,
             streams,
             samples: Mutex::new(VecDeque::with_capacity(RATE_WINDOW)),
+            jobs: None,
         }
+    }
+
+    /// Show these jobs' runs in the status and let `POST /v1/admin/jobs/{name}/run` run them.
+    pub fn with_jobs(mut self, jobs: Arc<Jobs>) -> Admin {
+        self.jobs = Some(jobs);
+        self
     }
 
     fn sample(&self) -> Sample {
@@ -137,6 +147,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             post(dead_redrive),
         )
         .route("/v1/admin/streams/{stream}/dead/{id}", get(dead_show))
+        .route("/v1/admin/jobs/{name}/run", post(job_run))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .with_state(admin)
 }
@@ -188,7 +199,30 @@ async fn status(State(admin): State<Arc<Admin>>) -> Result<Json<Value>, ApiError
             }),
         );
     }
-    Ok(Json(json!({ "streams": streams })))
+    let mut body = json!({ "streams": streams });
+    if let Some(jobs) = &admin.jobs {
+        body["jobs"] = json!(jobs.status());
+    }
+    Ok(Json(body))
+}
+
+/// Run a job now, on this node; answers with the run (`ok` false if it failed).
+async fn job_run(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let unknown = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_job",
+            format!("no job named {name:?}"),
+        )
+    };
+    let jobs = admin.jobs.as_ref().ok_or_else(unknown)?;
+    match jobs.run_now(&name).await {
+        Ok(run) => Ok(Json(json!({ "job": name, "run": run }))),
+        Err(levee_jobs::RunError::UnknownJob(_)) => Err(unknown()),
+    }
 }
 
 #[derive(Deserialize, Default)]

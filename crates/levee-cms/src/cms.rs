@@ -12,10 +12,10 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, parse_rfc3339};
 use crate::db::{Alert, Blog, CmsDb, DbError, Post};
 use crate::output::{self, ARCHIVE_PAGE, LATEST_COUNT};
 use crate::render::markdown_to_html;
+use levee_publish::clock::{Clock, parse_rfc3339};
 
 /// How long a save waits for its publish before answering "pending".
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);

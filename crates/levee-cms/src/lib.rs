@@ -4,13 +4,12 @@
 
 pub mod api;
 pub mod auth;
-pub mod clock;
 pub mod cms;
 pub mod db;
 pub mod output;
 pub mod render;
 pub mod ui;
 
-pub use clock::Clock;
 pub use cms::{Cms, CmsError, Publish};
 pub use db::CmsDb;
+pub use levee_publish::clock::{self, Clock};

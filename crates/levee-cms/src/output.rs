@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use crate::clock::rfc3339;
 use crate::db::{Alert, Blog, Post};
+use levee_publish::clock::rfc3339;
 
 /// Posts in `latest.json`.
 pub const LATEST_COUNT: i64 = 20;

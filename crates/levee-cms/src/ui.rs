@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{self, Actor, Auth, Role};
-use crate::clock::{parse_rfc3339, rfc3339};
 use crate::cms::{AlertInput, Cms, CmsError, NewBlog, PostInput};
 use crate::db::{Post, User};
 use crate::render::markdown_to_html;
+use levee_publish::clock::{parse_rfc3339, rfc3339};
 
 /// Pause and resume, for admins: the binary connects this to the workers' control.
 pub trait Streams: Send + Sync {

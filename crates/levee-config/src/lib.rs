@@ -40,6 +40,8 @@ pub struct Config {
     pub streams: Vec<StreamConfig>,
     #[serde(default)]
     pub collections: Vec<CollectionConfig>,
+    #[serde(default)]
+    pub jobs: Vec<JobConfig>,
 }
 
 impl CollectionConfig {
@@ -253,6 +255,85 @@ impl StreamConfig {
     }
 }
 
+/// `[[jobs]]`: fetch data on a cron schedule, optionally transform and validate it, and
+/// publish it as one JSON file. A run that fails keeps the last good file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// Cron, with an optional leading seconds field: `0 */5 * * * *`. In UTC.
+    pub schedule: String,
+    pub source: JobSource,
+    /// A jq filter applied to the source's data (jaq). Several outputs make an array.
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// A JSON Schema (file or inline) the published document must satisfy.
+    #[serde(default)]
+    pub schema: Option<SchemaSource>,
+    /// The document must be an array of at least this many items.
+    #[serde(default)]
+    pub min_items: Option<usize>,
+    /// Where it is published in the store, e.g. `data/places.json`.
+    pub path: String,
+    /// Overrides the store's cache rules for this file.
+    #[serde(default)]
+    pub cache_control: Option<String>,
+}
+
+impl JobConfig {
+    fn schema_json_if_loaded(&self) -> Option<&Value> {
+        match &self.schema {
+            Some(SchemaSource::Inline(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The schema document, if any. Only valid after [`Config::load`].
+    pub fn schema_json(&self) -> Option<&Value> {
+        match &self.schema {
+            None => None,
+            Some(SchemaSource::Inline(value)) => Some(value),
+            Some(SchemaSource::File(path)) => panic!("schema {path} was not loaded"),
+        }
+    }
+}
+
+/// Where a job's data comes from: exactly one of `http`, `sql` and `file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSource {
+    /// GET this URL.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Run this query on the database; the rows become an array of objects.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// Read this file (relative to the config file).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// `json` or `csv`; default: from the Content-Type or the file's extension, else JSON.
+    #[serde(default)]
+    pub format: Option<DataFormat>,
+    /// Request headers for `http`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The whole fetch or query must finish within this.
+    #[serde(default = "default_job_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_job_timeout() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Json,
+    Csv,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SchemaSource {
@@ -414,6 +495,11 @@ impl Config {
         if let Some(p) = &mut self.queue.embedded.path {
             resolve(p);
         }
+        for job in &mut self.jobs {
+            if let Some(p) = &mut job.source.file {
+                resolve(p);
+            }
+        }
         if let Some(url) = &mut self.database.url
             && let Some(rest) = url.strip_prefix("sqlite://")
             && !rest.starts_with('/')
@@ -454,7 +540,11 @@ impl Config {
             .iter_mut()
             .enumerate()
             .map(|(i, c)| (format!("collections[{i}].schema"), &mut c.schema));
-        for (key, schema) in streams.chain(collections) {
+        let jobs = self.jobs.iter_mut().enumerate().filter_map(|(i, j)| {
+            let schema = j.schema.as_mut()?;
+            Some((format!("jobs[{i}].schema"), schema))
+        });
+        for (key, schema) in streams.chain(collections).chain(jobs) {
             let SchemaSource::File(file) = &*schema else {
                 continue;
             };
@@ -573,6 +663,87 @@ impl Config {
                 p(
                     format!("collections[{i}].schema"),
                     format!("is not a valid JSON Schema: {e}"),
+                );
+            }
+        }
+
+        let mut job_names = HashSet::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            let key = |field: &str| format!("jobs[{i}].{field}");
+            if !is_stream_name(&job.name) {
+                p(
+                    key("name"),
+                    format!(
+                        "{:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
+                        job.name
+                    ),
+                );
+            } else if !job_names.insert(job.name.as_str()) {
+                p(key("name"), format!("{:?} is declared twice", job.name));
+            }
+            if let Err(e) = job.schedule.parse::<croner::Cron>() {
+                p(
+                    key("schedule"),
+                    format!("{:?} is not a cron schedule: {e}", job.schedule),
+                );
+            }
+            let source = &job.source;
+            let kinds = [
+                source.http.is_some(),
+                source.sql.is_some(),
+                source.file.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                p(
+                    key("source"),
+                    "must have exactly one of http, sql and file".into(),
+                );
+            }
+            if let Some(url) = &source.http
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                p(
+                    key("source.http"),
+                    format!("{url:?} must be an http:// or https:// URL"),
+                );
+            }
+            if source.timeout_seconds == 0 {
+                p(key("source.timeout_seconds"), "must be at least 1".into());
+            }
+            for (name, value) in &source.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(value).is_err()
+                {
+                    p(
+                        format!("jobs[{i}].source.headers.{name}"),
+                        "is not a valid HTTP header".into(),
+                    );
+                }
+            }
+            if let Some(Err(e)) = job.schema_json_if_loaded().map(compile_schema) {
+                p(key("schema"), format!("is not a valid JSON Schema: {e}"));
+            }
+            if job.path.is_empty()
+                || job.path.starts_with('/')
+                || job
+                    .path
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == "..")
+            {
+                p(
+                    key("path"),
+                    format!(
+                        "{:?} must be a relative path in the store, like \"data/places.json\"",
+                        job.path
+                    ),
+                );
+            }
+            if let Some(value) = &job.cache_control
+                && (value.is_empty() || http::HeaderValue::from_str(value).is_err())
+            {
+                p(
+                    key("cache_control"),
+                    "must be a non-empty header value".into(),
                 );
             }
         }

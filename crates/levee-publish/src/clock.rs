@@ -1,4 +1,4 @@
-//! The CMS's notion of now, in Unix milliseconds. It runs on tokio's clock, so tests that
+//! The publishers' notion of now (the CMS's schedules, the jobs' cron), in Unix milliseconds. It runs on tokio's clock, so tests that
 //! pause and advance time (`tokio::time::pause`) move it too, and schedules can be tested
 //! without waiting.
 

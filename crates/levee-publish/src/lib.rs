@@ -6,6 +6,7 @@
 //! point to them last, so a reader never finds a pointer to a file that isn't there yet;
 //! and a failed write stops before the pointers, leaving the last good version in place.
 
+pub mod clock;
 pub mod deploy;
 mod publisher;
 pub mod shard;
@@ -13,6 +14,7 @@ pub mod sync;
 
 use sha2::{Digest, Sha256};
 
+pub use clock::Clock;
 pub use publisher::{PublishError, PublishFile, PublishReport, Publisher};
 
 /// Hex SHA-256 of a file's bytes and headers: a change to either is a change to publish.

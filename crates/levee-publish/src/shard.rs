@@ -135,8 +135,9 @@ pub fn shard(
     Ok((files, stats))
 }
 
-/// A cell as JSON: a number when it is one exactly as written, else a string.
-fn typed(cell: &str) -> Value {
+/// A CSV cell as JSON: a number when it is one exactly as written, else a string; an
+/// empty cell is `null`.
+pub fn typed(cell: &str) -> Value {
     if cell.is_empty() {
         return Value::Null;
     }

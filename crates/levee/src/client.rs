@@ -1,5 +1,5 @@
 //! CLI commands that talk to a running node over the admin API: status, pause, resume,
-//! dead. The node is found from `--url`, or the config's listen address; the token from
+//! dead, job run. The node is found from `--url`, or the config's listen address; the token from
 //! `LEVEE_ADMIN_TOKEN`, or the one the node keeps in its data directory.
 
 use std::path::Path;
@@ -103,6 +103,55 @@ pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
             println!("{:<16} message: {message}", "");
         }
     }
+    let jobs = status["jobs"]["jobs"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if !jobs.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<21} {:<21} LAST RUN",
+            "JOB", "LAST SUCCESS", "NEXT RUN"
+        );
+    }
+    for job in jobs {
+        let last = &job["runs"][0];
+        let outcome = match (last["ok"].as_bool(), last["error"].as_str()) {
+            (None, _) => "not run yet".to_owned(),
+            (Some(true), _) => format!("ok, {} items", last["items"].as_u64().unwrap_or(0)),
+            (Some(false), error) => format!("failed: {}", error.unwrap_or("?")),
+        };
+        println!(
+            "{:<24} {:<21} {:<21} {outcome}",
+            job["name"].as_str().unwrap_or("?"),
+            job["last_success"].as_str().unwrap_or("-"),
+            job["next_run"].as_str().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
+/// `levee job run NAME`: run a job now on the node and say how it went.
+pub async fn job_run(client: &Client, name: &str) -> anyhow::Result<()> {
+    let result = client
+        .call(Method::POST, &format!("/v1/admin/jobs/{name}/run"), None)
+        .await?;
+    let run = &result["run"];
+    if run["ok"].as_bool() != Some(true) {
+        bail!(
+            "job {name} failed (the last good file stays): {}",
+            run["error"].as_str().unwrap_or("no details")
+        );
+    }
+    println!(
+        "job {name}: ok, {} items, {} in {} ms",
+        run["items"].as_u64().unwrap_or(0),
+        if run["changed"].as_bool() == Some(true) {
+            "published"
+        } else {
+            "unchanged"
+        },
+        run["duration_ms"].as_u64().unwrap_or(0)
+    );
     Ok(())
 }
 

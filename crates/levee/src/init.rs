@@ -37,6 +37,7 @@ pub fn run(dir: &Path, force: bool) -> anyhow::Result<()> {
 /// Load and validate, then say what would run.
 pub fn check(config: Option<&Path>) -> anyhow::Result<()> {
     let loaded = Config::load(config)?;
+    crate::jobs::compile(&loaded)?;
     match config {
         Some(path) => println!("{}: OK", path.display()),
         None => println!("built-in demo configuration: OK"),
@@ -51,6 +52,12 @@ pub fn check(config: Option<&Path>) -> anyhow::Result<()> {
             stream.table(),
             stream.max_bytes,
             stream.max_attempts
+        );
+    }
+    for job in &loaded.jobs {
+        println!(
+            "  job        {} ({}) → {}",
+            job.name, job.schedule, job.path
         );
     }
     Ok(())

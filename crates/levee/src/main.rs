@@ -10,6 +10,7 @@ mod client;
 mod content;
 mod files;
 mod init;
+mod jobs;
 mod kit;
 mod serve;
 mod token;
@@ -132,6 +133,14 @@ enum Command {
     },
     /// Render and publish every CMS file again.
     Publish,
+    /// Scheduled jobs: `levee job run NAME` runs one now on the running node.
+    Job {
+        #[arg(value_parser = ["run"])]
+        action: String,
+        name: String,
+        #[command(flatten)]
+        node: Node,
+    },
     /// Dead letters of a stream: list, show ID, redrive [IDS], purge [IDS].
     Dead {
         #[arg(value_parser = ["list", "show", "redrive", "purge"])]
@@ -175,6 +184,7 @@ fn run_client(config: Option<&std::path::Path>, command: Command) -> anyhow::Res
             Command::Resume { stream, node: n } => {
                 client::resume(&node(&n)?, stream.as_deref()).await
             }
+            Command::Job { name, node: n, .. } => client::job_run(&node(&n)?, &name).await,
             Command::Dead {
                 action,
                 stream,

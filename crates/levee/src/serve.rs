@@ -52,13 +52,6 @@ pub fn run(config_path: Option<&Path>, roles: &[Role]) -> anyhow::Result<()> {
     if config_path.is_none() {
         tracing::info!("no --config given: running the built-in demo");
     }
-    let later: Vec<_> = roles
-        .iter()
-        .filter(|r| matches!(r, Role::Scheduler))
-        .collect();
-    if !later.is_empty() {
-        tracing::info!(roles = ?later, "these roles arrive in a later version of levee");
-    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,6 +151,10 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
     } else {
         None
     };
+    let jobs = crate::jobs::open(&config, publisher.clone())?;
+    if roles.contains(&Role::Scheduler) {
+        tokio::spawn(jobs.clone().run(shutdown.clone()));
+    }
     let drain = Arc::new(Drain::new(queue.clone(), sink, control.clone(), drains));
     let workers = if roles.contains(&Role::Worker) {
         drain.spawn(&shutdown)
@@ -173,17 +170,20 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
         ));
     }
     if roles.contains(&Role::Admin) {
-        let admin = Arc::new(Admin::new(
-            crate::token::admin_token(&config.server.data_dir)?,
-            queue.clone(),
-            intake,
-            drain,
-            config
-                .streams
-                .iter()
-                .map(|s| (s.name.clone(), s.max_depth))
-                .collect(),
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                crate::token::admin_token(&config.server.data_dir)?,
+                queue.clone(),
+                intake,
+                drain,
+                config
+                    .streams
+                    .iter()
+                    .map(|s| (s.name.clone(), s.max_depth))
+                    .collect(),
+            )
+            .with_jobs(jobs),
+        );
         tokio::spawn(admin.clone().sample_rates(shutdown.clone()));
         app = app.merge(levee_admin::router(admin));
         if let Some(cms) = cms {
