@@ -18,6 +18,7 @@ use crate::auth::{self, Actor, Auth, Role};
 use crate::cms::{AlertInput, Cms, CmsError, NewBlog, PostInput};
 use crate::db::{Post, User};
 use crate::render::markdown_to_html;
+use levee_jobs::Jobs;
 use levee_publish::clock::{parse_rfc3339, rfc3339};
 
 /// Pause and resume, for admins: the binary connects this to the workers' control.
@@ -33,6 +34,7 @@ pub struct UiState {
     pub cms: Arc<Cms>,
     pub auth: Arc<Auth>,
     pub streams: Option<Arc<dyn Streams>>,
+    pub jobs: Option<Arc<Jobs>>,
     templates: Arc<Environment<'static>>,
 }
 
@@ -60,6 +62,7 @@ impl UiState {
             ),
             ("users.html", include_str!("../templates/users.html")),
             ("streams.html", include_str!("../templates/streams.html")),
+            ("jobs.html", include_str!("../templates/jobs.html")),
             ("audit.html", include_str!("../templates/audit.html")),
         ] {
             env.add_template(name, source).expect("templates parse");
@@ -68,8 +71,15 @@ impl UiState {
             cms,
             auth,
             streams,
+            jobs: None,
             templates: Arc::new(env),
         }
+    }
+
+    /// Show these scheduled jobs' recent runs, and let admins run one now.
+    pub fn with_jobs(mut self, jobs: Arc<Jobs>) -> UiState {
+        self.jobs = Some(jobs);
+        self
     }
 
     fn page(&self, name: &str, actor: Option<&Actor>, ctx: minijinja::Value) -> Response {
@@ -119,6 +129,8 @@ pub fn router(state: UiState) -> Router {
         .route("/admin/users", get(users_page).post(save_user))
         .route("/admin/streams", get(streams_page))
         .route("/admin/streams/{name}/{action}", post(stream_action))
+        .route("/admin/jobs", get(jobs_page))
+        .route("/admin/jobs/{name}/run", post(job_run))
         .route("/admin/audit", get(audit_page))
         .with_state(state)
 }
@@ -776,6 +788,40 @@ async fn stream_action(
         .audit(s.cms.now(), &actor.name, &format!("stream.{action}"), &name)
         .await;
     Redirect::to("/admin/streams").into_response()
+}
+
+async fn jobs_page(State(s): State<UiState>, headers: HeaderMap) -> Response {
+    let actor = match signed_in(&s, &headers).and_then(|a| admin_only(&a).map(|()| a)) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let status = s.jobs.as_ref().map(|j| j.status());
+    s.page("jobs.html", Some(&actor), context! { status => v(&status) })
+}
+
+async fn job_run(
+    State(s): State<UiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let actor = match form_actor(&s, &headers, &form.csrf).and_then(|a| admin_only(&a).map(|()| a))
+    {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let Some(jobs) = &s.jobs else {
+        return (StatusCode::NOT_FOUND, "no jobs on this node").into_response();
+    };
+    if let Err(e) = jobs.run_now(&name).await {
+        return cms_error(&s, &actor, CmsError::Invalid(e.to_string()));
+    }
+    let _ = s
+        .cms
+        .db()
+        .audit(s.cms.now(), &actor.name, "job.run", &name)
+        .await;
+    Redirect::to("/admin/jobs").into_response()
 }
 
 async fn audit_page(State(s): State<UiState>, headers: HeaderMap) -> Response {

@@ -121,8 +121,19 @@ impl SqlSink {
     pub fn connect(url: &str, options: &SinkOptions) -> Result<SqlSink, SinkError> {
         let config = |e: sqlx::Error| SinkError::Schema(format!("database.url: {e}"));
         let pool = if url.starts_with("sqlite:") {
-            let connect = SqliteConnectOptions::from_str(url)
-                .map_err(config)?
+            let connect = SqliteConnectOptions::from_str(url).map_err(config)?;
+            // A new data directory: SQLite creates the file, but not the folder it goes in.
+            if let Some(dir) = connect.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SinkError::Schema(format!(
+                        "database.url: cannot create {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+            let connect = connect
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5));

@@ -14,6 +14,7 @@ use levee_cms::db::User;
 use levee_cms::ui::{self, Streams, UiState};
 use levee_cms::{Clock, Cms, CmsDb};
 use levee_config::Config;
+use levee_jobs::Jobs;
 use levee_publish::Publisher;
 use levee_worker::Control;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,7 @@ pub async fn routers(
     cms: Arc<Cms>,
     token: String,
     control: Arc<Control>,
+    jobs: Arc<Jobs>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Router> {
     let auth = Arc::new(Auth::new(token));
@@ -60,7 +62,8 @@ pub async fn routers(
         cms: cms.clone(),
         auth: auth.clone(),
     });
-    Ok(content.merge(ui::router(UiState::new(cms, auth, Some(streams)))))
+    let ui_state = UiState::new(cms, auth, Some(streams)).with_jobs(jobs);
+    Ok(content.merge(ui::router(ui_state)))
 }
 
 struct ControlStreams(Arc<Control>);

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod content;
+mod demo;
 mod files;
 mod init;
 mod jobs;

@@ -137,7 +137,7 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
             store: store.local_root().map(Path::to_owned),
             site: config.static_files.site_dir.clone(),
             not_found: config.static_files.not_found.clone(),
-            rules,
+            rules: rules.clone(),
             cache_bytes: None,
         };
         Some(Arc::new(
@@ -151,6 +151,9 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
     } else {
         None
     };
+    if demo {
+        crate::demo::spawn(cms.clone(), store.clone(), rules);
+    }
     let jobs = crate::jobs::open(&config, publisher.clone())?;
     if roles.contains(&Role::Scheduler) {
         tokio::spawn(jobs.clone().run(shutdown.clone()));
@@ -182,13 +185,13 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
                     .map(|s| (s.name.clone(), s.max_depth))
                     .collect(),
             )
-            .with_jobs(jobs),
+            .with_jobs(jobs.clone()),
         );
         tokio::spawn(admin.clone().sample_rates(shutdown.clone()));
         app = app.merge(levee_admin::router(admin));
         if let Some(cms) = cms {
             let token = crate::token::admin_token(&config.server.data_dir)?;
-            app = app.merge(crate::content::routers(cms, token, control, &shutdown).await?);
+            app = app.merge(crate::content::routers(cms, token, control, jobs, &shutdown).await?);
         }
     }
     if roles.contains(&Role::Static) {
