@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
+use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -140,6 +141,11 @@ impl EmbeddedQueue {
         )
         .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
+        // The query planner stability guarantee: without it SQLite re-plans a statement
+        // whenever some bound values change (a text queue name, a LIMIT), which cost the
+        // writer a parse for nearly every receive and ack.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(storage)?;
         // Leases still held were held by a process that died (we hold the lock): give the
         // messages back now rather than when the lease would have run out.
         conn.execute(
