@@ -69,16 +69,21 @@ pub struct EmbeddedQueue {
     /// Reads (stats, state, dead letters) use their own connection: WAL readers never wait
     /// for the writer.
     reader: Arc<Mutex<Connection>>,
-    shared: Arc<Mutex<HashMap<String, Counts>>>,
-    /// The writer's leases, which stats and state read to tell in flight from queued.
-    leases: Arc<Mutex<HashMap<String, Leases>>>,
+    shared: Arc<Mutex<HashMap<String, QueueState>>>,
+    /// The writer's leases by queue id, which stats and state read to tell in flight from
+    /// queued.
+    leases: Arc<Mutex<HashMap<i64, Leases>>>,
     arrivals: watch::Sender<u64>,
     _lock: File,
 }
 
-/// Per-queue state kept by the writer, so depth checks need no COUNT(*).
+/// What the writer keeps of a declared queue; counters, so depth checks need no COUNT(*).
 #[derive(Debug, Clone, Copy)]
-struct Counts {
+struct QueueState {
+    /// The queue's number in the file: rows and index keys carry it instead of the name.
+    id: i64,
+    max_attempts: u32,
+    max_depth: u64,
     /// Messages not yet acked: queued, delayed or in flight.
     live: u64,
     dead: u64,
@@ -89,13 +94,11 @@ struct Counts {
     cursor: (i64, i64),
 }
 
-impl Counts {
-    fn new(live: u64, dead: u64) -> Counts {
-        Counts {
-            live,
-            dead,
-            cursor: (i64::MIN, i64::MIN),
-        }
+impl QueueState {
+    /// The message `seq` is visible (now or once `visible_at` comes) and not leased: move
+    /// the receive cursor back before it if needed.
+    fn reveal(&mut self, visible_at: i64, seq: i64) {
+        self.cursor = self.cursor.min((visible_at, seq.saturating_sub(1)));
     }
 }
 
@@ -156,7 +159,7 @@ impl Leases {
 
 /// A lease as it was before a change, put back if the change is rolled back.
 struct Undo {
-    queue: String,
+    queue: i64,
     seq: i64,
     before: Option<Lease>,
 }
@@ -181,9 +184,13 @@ enum Command {
 const VERSION: i64 = 1;
 
 const SCHEMA: &str = "
+CREATE TABLE queues (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE messages (
     seq INTEGER PRIMARY KEY,
-    queue TEXT NOT NULL,
+    queue INTEGER NOT NULL,
     id TEXT NOT NULL,
     payload BLOB NOT NULL,
     enqueued_at INTEGER NOT NULL,
@@ -196,7 +203,7 @@ CREATE TABLE messages (
 CREATE INDEX messages_ready ON messages (queue, visible_at, seq);
 CREATE TABLE dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
+    queue INTEGER NOT NULL,
     id TEXT NOT NULL,
     payload BLOB NOT NULL,
     enqueued_at INTEGER NOT NULL,
@@ -247,8 +254,7 @@ impl EmbeddedQueue {
             conn,
             dir: dir.to_owned(),
             options,
-            specs: HashMap::new(),
-            counts: HashMap::new(),
+            queues: HashMap::new(),
             shared: shared.clone(),
             leases: leases.clone(),
             arrivals: arrivals.clone(),
@@ -291,7 +297,7 @@ impl EmbeddedQueue {
         .map_err(|e| QueueError::Backend(e.to_string()))?
     }
 
-    fn counts(&self, queue: &str) -> Result<Counts> {
+    fn queue(&self, queue: &str) -> Result<QueueState> {
         if self.commands.is_closed() {
             return Err(unavailable("the queue is closed"));
         }
@@ -374,12 +380,14 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let counts = self.counts(queue)?;
-        let (q, leases) = (queue.to_owned(), self.leases.clone());
+        let counts = self.queue(queue)?;
+        let leases = self.leases.clone();
         let now = now_ms();
         let (in_flight, oldest) = self
             .read(move |c| {
-                let in_flight = lock(&leases).get(&q).map_or(0, |l| l.in_flight(now));
+                let in_flight = lock(&leases)
+                    .get(&counts.id)
+                    .map_or(0, |l| l.in_flight(now));
                 // The next message in line, from the receive index: no index on age (it
                 // would cost every insert a write) and no scan. A message in flight keeps
                 // its place there.
@@ -389,7 +397,7 @@ impl Queue for EmbeddedQueue {
                     c.query_row(
                         "SELECT enqueued_at FROM messages WHERE queue = ?1
                          ORDER BY visible_at, seq LIMIT 1",
-                        [&q],
+                        [counts.id],
                         |r| r.get(0),
                     )
                     .optional()?
@@ -409,8 +417,8 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn state(&self, queue: &str, id: &str) -> Result<Option<MessageState>> {
-        self.counts(queue)?;
-        let (q, id, leases) = (queue.to_owned(), id.to_owned(), self.leases.clone());
+        let q = self.queue(queue)?.id;
+        let (id, leases) = (id.to_owned(), self.leases.clone());
         let now = now_ms();
         self.read(move |c| {
             let live: Option<i64> = c
@@ -446,8 +454,8 @@ impl Queue for EmbeddedQueue {
         limit: usize,
         after: Option<&str>,
     ) -> Result<Vec<DeadMessage>> {
-        self.counts(queue)?;
-        let (q, after) = (queue.to_owned(), after.map(str::to_owned));
+        let q = self.queue(queue)?.id;
+        let after = after.map(str::to_owned);
         self.read(move |c| {
             let after_seq: i64 = match after {
                 None => 0,
@@ -529,13 +537,38 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         .map_err(storage)?
         .is_some();
     if old {
-        // Format 0 kept leases on disk. Any still held belonged to a process that died: its
-        // delivery was already counted in `attempts`, and the message is visible at once.
-        tx.execute(
-            "UPDATE messages SET visible_at = MIN(visible_at, ?1) WHERE lease IS NOT NULL",
-            [now_ms()],
+        // Format 0: queue names in every row, and leases on disk. Any lease still held
+        // belonged to a process that died: its delivery was already counted in `attempts`,
+        // and the message is visible at once.
+        tx.execute_batch(
+            "ALTER TABLE messages RENAME TO messages_0;
+             ALTER TABLE dead_letters RENAME TO dead_letters_0;
+             DROP INDEX messages_ready;",
         )
-        .and_then(|_| tx.execute_batch("ALTER TABLE messages DROP COLUMN lease;"))
+        .and_then(|()| tx.execute_batch(SCHEMA))
+        .and_then(|()| {
+            tx.execute_batch(
+                "INSERT INTO queues (name)
+                     SELECT queue FROM messages_0 UNION SELECT queue FROM dead_letters_0;
+                 INSERT INTO dead_letters
+                     (seq, queue, id, payload, enqueued_at, died_at, attempts, error)
+                 SELECT d.seq, q.id, d.id, d.payload, d.enqueued_at, d.died_at, d.attempts,
+                     d.error
+                 FROM dead_letters_0 d JOIN queues q ON q.name = d.queue;",
+            )
+        })
+        .and_then(|()| {
+            tx.execute(
+                "INSERT INTO messages
+                     (seq, queue, id, payload, enqueued_at, visible_at, attempts, last_error)
+                 SELECT m.seq, q.id, m.id, m.payload, m.enqueued_at,
+                     IIF(m.lease IS NULL, m.visible_at, MIN(m.visible_at, ?1)),
+                     m.attempts, m.last_error
+                 FROM messages_0 m JOIN queues q ON q.name = m.queue",
+                [now_ms()],
+            )
+        })
+        .and_then(|_| tx.execute_batch("DROP TABLE messages_0; DROP TABLE dead_letters_0;"))
         .map_err(storage)?;
     } else {
         tx.execute_batch(SCHEMA).map_err(storage)?;
@@ -550,13 +583,12 @@ struct Writer {
     conn: Connection,
     dir: PathBuf,
     options: EmbeddedOptions,
-    specs: HashMap<String, QueueSpec>,
-    /// Committed counters; a group works on a copy that replaces them only if it commits.
-    counts: HashMap<String, Counts>,
-    shared: Arc<Mutex<HashMap<String, Counts>>>,
+    /// Committed state; a group works on a copy that replaces it only if it commits.
+    queues: HashMap<String, QueueState>,
+    shared: Arc<Mutex<HashMap<String, QueueState>>>,
     /// Changed in place by each command; a command or group that fails puts back what it
     /// changed.
-    leases: Arc<Mutex<HashMap<String, Leases>>>,
+    leases: Arc<Mutex<HashMap<i64, Leases>>>,
     /// Bumped after each commit that added messages.
     arrivals: watch::Sender<u64>,
     free_disk: Option<(Instant, u64)>,
@@ -609,8 +641,7 @@ impl Writer {
         let started = Instant::now();
         let commands = group.len();
         let now = now_ms();
-        let mut counts = self.counts.clone();
-        let mut specs = self.specs.clone();
+        let mut queues = self.queues.clone();
         let mut replies: Vec<Pending> = Vec::with_capacity(group.len());
         let mut closing = None;
         let free_disk = self.free_disk();
@@ -626,18 +657,17 @@ impl Writer {
                 let mark = undo.len();
                 let mut ctx = Ctx {
                     now,
-                    counts: &mut counts,
-                    specs: &mut specs,
+                    queues: &mut queues,
                     leases: &mut leases,
                     undo: &mut undo,
                     free_disk,
                     options: &self.options,
                 };
-                // A failed command's savepoint undoes its rows; this undoes its counts, and
-                // the undo log its leases. (A single send changes its counts only once it has
-                // succeeded.)
+                // A failed command's savepoint undoes its rows; this undoes its queue state,
+                // and the undo log its leases. (A single send changes its state only once it
+                // has succeeded.)
                 let single_send = matches!(&command, Command::Send(_, m, _) if m.len() == 1);
-                let snapshot = (!single_send).then(|| ctx.counts.clone());
+                let snapshot = (!single_send).then(|| ctx.queues.clone());
                 let (reply, failed) = match command {
                     Command::Declare(spec, r) => {
                         pending(r, savepoint(&mut tx, |tx| ctx.declare(tx, spec)))
@@ -682,7 +712,7 @@ impl Writer {
                 };
                 if failed {
                     if let Some(snapshot) = snapshot {
-                        counts = snapshot;
+                        queues = snapshot;
                     }
                     undo_leases(&mut leases, undo.drain(mark..));
                 }
@@ -702,15 +732,14 @@ impl Writer {
 
         let error = match outcome {
             Ok(()) => {
-                let added = counts
+                let added = queues
                     .iter()
-                    .any(|(q, c)| self.counts.get(q).is_none_or(|old| c.live > old.live));
+                    .any(|(q, s)| self.queues.get(q).is_none_or(|old| s.live > old.live));
                 if added {
                     self.arrivals.send_modify(|n| *n += 1);
                 }
-                self.counts = counts;
-                self.specs = specs;
-                *lock(&self.shared) = self.counts.clone();
+                self.queues = queues;
+                *lock(&self.shared) = self.queues.clone();
                 None
             }
             Err(e) => {
@@ -761,123 +790,107 @@ fn savepoint<T>(tx: &mut Transaction<'_>, f: impl FnOnce(&Connection) -> Result<
 }
 
 /// Put leases back as they were, newest change first.
-fn undo_leases(leases: &mut HashMap<String, Leases>, undo: impl DoubleEndedIterator<Item = Undo>) {
+fn undo_leases(leases: &mut HashMap<i64, Leases>, undo: impl DoubleEndedIterator<Item = Undo>) {
     for u in undo.rev() {
         leases.entry(u.queue).or_default().set(u.seq, u.before);
     }
 }
 
-/// What one command may touch: the group's working copies of the writer's state, and the
+/// What one command may touch: the group's working copy of the queues' state, and the
 /// leases with their undo log.
 struct Ctx<'a> {
     now: i64,
-    counts: &'a mut HashMap<String, Counts>,
-    specs: &'a mut HashMap<String, QueueSpec>,
-    leases: &'a mut HashMap<String, Leases>,
+    queues: &'a mut HashMap<String, QueueState>,
+    leases: &'a mut HashMap<i64, Leases>,
     undo: &'a mut Vec<Undo>,
     free_disk: u64,
     options: &'a EmbeddedOptions,
 }
 
 impl Ctx<'_> {
-    fn spec(&self, queue: &str) -> Result<&QueueSpec> {
-        self.specs
-            .get(queue)
-            .ok_or_else(|| QueueError::UnknownQueue(queue.to_owned()))
+    fn queue(&mut self, name: &str) -> Result<&mut QueueState> {
+        self.queues
+            .get_mut(name)
+            .ok_or_else(|| QueueError::UnknownQueue(name.to_owned()))
     }
 
-    fn counts(&mut self, queue: &str) -> &mut Counts {
-        self.counts
-            .entry(queue.to_owned())
-            .or_insert_with(|| Counts::new(0, 0))
-    }
-
-    fn leases(&mut self, queue: &str) -> &mut Leases {
-        self.leases.entry(queue.to_owned()).or_default()
+    fn leases(&mut self, queue: i64) -> &mut Leases {
+        self.leases.entry(queue).or_default()
     }
 
     /// The lease a receipt proves, unless it is stale.
-    fn lease(&mut self, queue: &str, receipt: &Receipt) -> Option<(i64, Lease)> {
+    fn lease(&mut self, queue: i64, receipt: &Receipt) -> Option<(i64, Lease)> {
         self.leases(queue).get(receipt)
     }
 
     /// Whether some of the queue's leases ran out.
-    fn expired(&self, queue: &str) -> bool {
-        self.leases
-            .get(queue)
+    fn expired(&self, name: &str) -> bool {
+        self.queues
+            .get(name)
+            .and_then(|q| self.leases.get(&q.id))
             .and_then(|l| l.expiry.first())
             .is_some_and(|(until, _)| *until <= self.now)
     }
 
-    fn set_lease(&mut self, queue: &str, seq: i64, lease: Option<Lease>) {
+    fn set_lease(&mut self, queue: i64, seq: i64, lease: Option<Lease>) {
         let before = self.leases(queue).set(seq, lease);
-        self.undo.push(Undo {
-            queue: queue.to_owned(),
-            seq,
-            before,
-        });
-    }
-
-    /// The message `seq` is visible (now or once `visible_at` comes) and not leased: move
-    /// the queue's receive cursor back before it if needed.
-    fn reveal(&mut self, queue: &str, visible_at: i64, seq: i64) {
-        let counts = self.counts(queue);
-        counts.cursor = counts.cursor.min((visible_at, seq.saturating_sub(1)));
-    }
-
-    /// Messages were added, visible at `now`. They usually sort after the cursor already,
-    /// but not if the clock stepped back, or if they reuse the seqs of the newest messages,
-    /// acked in the same millisecond.
-    fn reveal_new(&mut self, queue: &str) {
-        self.reveal(queue, self.now, i64::MIN);
+        self.undo.push(Undo { queue, seq, before });
     }
 
     fn declare(&mut self, tx: &Connection, spec: QueueSpec) -> Result<()> {
-        let live: u64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM messages WHERE queue = ?1",
+        let count = |sql: &str, id: i64| tx.query_row(sql, [id], |r| r.get::<_, u64>(0));
+        let state = tx
+            .execute(
+                "INSERT OR IGNORE INTO queues (name) VALUES (?1)",
                 [&spec.name],
-                |r| r.get(0),
             )
-            .map_err(storage)?;
-        let dead: u64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM dead_letters WHERE queue = ?1",
-                [&spec.name],
-                |r| r.get(0),
-            )
-            .map_err(storage)?;
-        self.counts
-            .insert(spec.name.clone(), Counts::new(live, dead));
-        self.specs.insert(spec.name.clone(), spec);
+            .and_then(|_| {
+                tx.query_row("SELECT id FROM queues WHERE name = ?1", [&spec.name], |r| {
+                    r.get(0)
+                })
+            })
+            .and_then(|id| {
+                Ok(QueueState {
+                    id,
+                    max_attempts: spec.max_attempts,
+                    max_depth: spec.max_depth,
+                    live: count("SELECT COUNT(*) FROM messages WHERE queue = ?1", id)?,
+                    dead: count("SELECT COUNT(*) FROM dead_letters WHERE queue = ?1", id)?,
+                    cursor: (i64::MIN, i64::MIN),
+                })
+            })
+            .map_err(write_error)?;
+        self.queues.insert(spec.name, state);
         Ok(())
     }
 
-    fn send(&mut self, tx: &Connection, queue: &str, messages: &[NewMessage]) -> Result<()> {
-        let max_depth = self.spec(queue)?.max_depth;
+    fn send(&mut self, tx: &Connection, name: &str, messages: &[NewMessage]) -> Result<()> {
+        let (now, free_disk, options) = (self.now, self.free_disk, self.options);
+        let queue = self.queue(name)?;
         // Both limits refuse sends well before a write could fail: receives and acks, which
         // also write, must still work so the queue can drain.
-        if self.free_disk < self.options.min_free_disk_bytes {
+        if free_disk < options.min_free_disk_bytes {
             return Err(QueueError::Full(format!(
                 "less than {} bytes free on the queue's disk",
-                self.options.min_free_disk_bytes
+                options.min_free_disk_bytes
             )));
         }
-        if let Some(max) = self.options.max_size_bytes
+        if let Some(max) = options.max_size_bytes
             && used_bytes(tx).map_err(storage)? >= max
         {
             return Err(QueueError::Full(format!(
                 "the queue file holds its maximum of {max} bytes"
             )));
         }
-        if self.counts(queue).live + messages.len() as u64 > max_depth {
+        if queue.live + messages.len() as u64 > queue.max_depth {
             return Err(QueueError::Full(format!(
-                "{queue} holds its maximum of {max_depth} messages"
+                "{name} holds its maximum of {} messages",
+                queue.max_depth
             )));
         }
         // A dead id must not come back through a retried send; when the queue has no dead
         // letters (the usual case) there is nothing to look up.
-        let sql = if self.counts(queue).dead == 0 {
+        let sql = if queue.dead == 0 {
             "INSERT OR IGNORE INTO messages (queue, id, payload, enqueued_at, visible_at)
              VALUES (?1, ?2, ?3, ?4, ?4)"
         } else {
@@ -889,25 +902,28 @@ impl Ctx<'_> {
         let mut added = 0;
         for m in messages {
             added += insert
-                .execute(params![queue, m.id, m.payload, self.now])
+                .execute(params![queue.id, m.id, m.payload, now])
                 .map_err(write_error)? as u64;
         }
         if added > 0 {
-            self.reveal_new(queue);
+            queue.live += added;
+            // New messages are visible at `now`. They usually sort after the cursor already,
+            // but not if the clock stepped back, or if they reuse the seqs of the newest
+            // messages, acked in the same millisecond.
+            queue.reveal(now, i64::MIN);
         }
-        self.counts(queue).live += added;
         Ok(())
     }
 
     fn receive(
         &mut self,
         tx: &Connection,
-        queue: &str,
+        name: &str,
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Delivery>> {
-        let max_attempts = self.spec(queue)?.max_attempts;
-        self.reclaim(tx, queue, max_attempts)?;
+        self.reclaim(tx, name)?;
+        let queue = *self.queue(name)?;
         let mut select = tx
             .prepare_cached(
                 "SELECT seq, id, payload, enqueued_at, visible_at, attempts FROM messages
@@ -915,9 +931,9 @@ impl Ctx<'_> {
                  ORDER BY visible_at, seq",
             )
             .map_err(storage)?;
-        let mut cursor = self.counts(queue).cursor;
+        let mut cursor = queue.cursor;
         let mut rows = select
-            .query(params![queue, self.now, cursor.0, cursor.1])
+            .query(params![queue.id, self.now, cursor.0, cursor.1])
             .map_err(storage)?;
         // One lease token for the whole batch.
         let lease = Lease {
@@ -933,7 +949,7 @@ impl Ctx<'_> {
             let (seq, visible_at): (i64, i64) = (col(row, 0)?, col(row, 4)?);
             cursor = (visible_at, seq);
             // Only after a message came back can leased ones lie past the cursor.
-            if self.leases(queue).held.contains_key(&seq) {
+            if self.leases(queue.id).held.contains_key(&seq) {
                 continue;
             }
             let attempts: u32 = col(row, 5)?;
@@ -949,17 +965,17 @@ impl Ctx<'_> {
                 attempts,
                 ..lease
             };
-            self.set_lease(queue, seq, Some(lease));
+            self.set_lease(queue.id, seq, Some(lease));
         }
-        self.counts(queue).cursor = cursor;
+        self.queue(name)?.cursor = cursor;
         Ok(out)
     }
 
     /// Leases that ran out: the delivery counts as a failed attempt, and the message is
     /// visible again in its old place, or dead if that was its last attempt.
-    fn reclaim(&mut self, tx: &Connection, queue: &str, max_attempts: u32) -> Result<()> {
-        let now = self.now;
-        let leases = self.leases(queue);
+    fn reclaim(&mut self, tx: &Connection, name: &str) -> Result<()> {
+        let (now, queue) = (self.now, *self.queue(name)?);
+        let leases = self.leases(queue.id);
         let expired: Vec<(i64, Lease)> = leases
             .expiry
             .iter()
@@ -967,16 +983,16 @@ impl Ctx<'_> {
             .map(|(_, seq)| (*seq, leases.held[seq]))
             .collect();
         for (seq, lease) in expired {
-            self.set_lease(queue, seq, None);
+            self.set_lease(queue.id, seq, None);
             let attempts = lease.attempts + 1;
-            if attempts >= max_attempts {
-                self.bury(tx, queue, seq, attempts, None)?;
+            if attempts >= queue.max_attempts {
+                self.bury(tx, name, seq, attempts, None)?;
                 continue;
             }
             tx.prepare_cached("UPDATE messages SET attempts = ?2 WHERE seq = ?1")
                 .and_then(|mut s| s.execute(params![seq, attempts]))
                 .map_err(write_error)?;
-            self.reveal(queue, lease.visible_at, seq);
+            self.queue(name)?.reveal(lease.visible_at, seq);
         }
         Ok(())
     }
@@ -986,7 +1002,7 @@ impl Ctx<'_> {
     fn bury(
         &mut self,
         tx: &Connection,
-        queue: &str,
+        name: &str,
         seq: i64,
         attempts: u32,
         error: Option<&str>,
@@ -1003,18 +1019,18 @@ impl Ctx<'_> {
         tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")
             .and_then(|mut s| s.execute([seq]))
             .map_err(write_error)?;
-        let counts = self.counts(queue);
-        counts.live = counts.live.saturating_sub(1);
-        counts.dead += 1;
-        tracing::warn!(queue, seq, error, "message dead-lettered");
+        let queue = self.queue(name)?;
+        queue.live = queue.live.saturating_sub(1);
+        queue.dead += 1;
+        tracing::warn!(queue = name, seq, error, "message dead-lettered");
         Ok(())
     }
 
-    fn ack(&mut self, tx: &Connection, queue: &str, receipts: &[Receipt]) -> Result<()> {
-        self.spec(queue)?;
+    fn ack(&mut self, tx: &Connection, name: &str, receipts: &[Receipt]) -> Result<()> {
+        let id = self.queue(name)?.id;
         let seqs: Vec<i64> = receipts
             .iter()
-            .filter_map(|r| self.lease(queue, r))
+            .filter_map(|r| self.lease(id, r))
             .map(|(seq, _)| seq)
             .collect();
         if seqs.is_empty() {
@@ -1029,29 +1045,29 @@ impl Ctx<'_> {
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(&seqs)))
             .map_err(write_error)? as u64;
         for seq in seqs {
-            self.set_lease(queue, seq, None);
+            self.set_lease(id, seq, None);
         }
-        let counts = self.counts(queue);
-        counts.live = counts.live.saturating_sub(removed);
+        let queue = self.queue(name)?;
+        queue.live = queue.live.saturating_sub(removed);
         Ok(())
     }
 
     fn nack(
         &mut self,
         tx: &Connection,
-        queue: &str,
+        name: &str,
         receipt: &Receipt,
         delay: Duration,
         error: &str,
     ) -> Result<()> {
-        let max_attempts = self.spec(queue)?.max_attempts;
-        let Some((seq, lease)) = self.lease(queue, receipt) else {
+        let queue = *self.queue(name)?;
+        let Some((seq, lease)) = self.lease(queue.id, receipt) else {
             return Ok(());
         };
-        self.set_lease(queue, seq, None);
+        self.set_lease(queue.id, seq, None);
         let attempts = lease.attempts + 1;
-        if attempts >= max_attempts {
-            return self.bury(tx, queue, seq, attempts, Some(error));
+        if attempts >= queue.max_attempts {
+            return self.bury(tx, name, seq, attempts, Some(error));
         }
         let visible_at = self.now + delay.as_millis() as i64;
         tx.execute(
@@ -1059,35 +1075,36 @@ impl Ctx<'_> {
             params![seq, visible_at, attempts, error],
         )
         .map_err(write_error)?;
-        self.reveal(queue, visible_at, seq);
+        self.queue(name)?.reveal(visible_at, seq);
         Ok(())
     }
 
     /// Leases end in memory only: the messages are visible again at their old place, and
     /// their attempts on disk never counted this delivery.
-    fn release(&mut self, queue: &str, receipts: &[Receipt]) -> Result<()> {
-        self.spec(queue)?;
+    fn release(&mut self, name: &str, receipts: &[Receipt]) -> Result<()> {
+        let id = self.queue(name)?.id;
         for receipt in receipts {
-            if let Some((seq, lease)) = self.lease(queue, receipt) {
-                self.set_lease(queue, seq, None);
-                self.reveal(queue, lease.visible_at, seq);
+            if let Some((seq, lease)) = self.lease(id, receipt) {
+                self.set_lease(id, seq, None);
+                self.queue(name)?.reveal(lease.visible_at, seq);
             }
         }
         Ok(())
     }
 
-    fn extend(&mut self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<bool> {
-        self.spec(queue)?;
-        let Some((seq, held)) = self.lease(queue, receipt) else {
+    fn extend(&mut self, name: &str, receipt: &Receipt, lease: Duration) -> Result<bool> {
+        let id = self.queue(name)?.id;
+        let Some((seq, held)) = self.lease(id, receipt) else {
             return Ok(false);
         };
         let until = self.now + lease.as_millis() as i64;
-        self.set_lease(queue, seq, Some(Lease { until, ..held }));
+        self.set_lease(id, seq, Some(Lease { until, ..held }));
         Ok(true)
     }
 
-    fn redrive(&mut self, tx: &Connection, queue: &str, ids: Option<&[String]>) -> Result<u64> {
-        self.spec(queue)?;
+    fn redrive(&mut self, tx: &Connection, name: &str, ids: Option<&[String]>) -> Result<u64> {
+        let now = self.now;
+        let queue = self.queue(name)?;
         let ids: Vec<Option<&str>> = match ids {
             None => vec![None],
             Some(ids) => ids.iter().map(|id| Some(id.as_str())).collect(),
@@ -1106,38 +1123,37 @@ impl Ctx<'_> {
         let (mut added, mut moved) = (0, 0);
         for id in ids {
             added += insert
-                .execute(params![queue, id, self.now])
+                .execute(params![queue.id, id, now])
                 .map_err(write_error)? as u64;
-            moved += delete.execute(params![queue, id]).map_err(write_error)? as u64;
+            moved += delete.execute(params![queue.id, id]).map_err(write_error)? as u64;
         }
         if added > 0 {
-            self.reveal_new(queue);
+            queue.live += added;
+            // Like new messages (see `send`).
+            queue.reveal(now, i64::MIN);
         }
-        let counts = self.counts(queue);
-        counts.live += added;
-        counts.dead = counts.dead.saturating_sub(moved);
+        queue.dead = queue.dead.saturating_sub(moved);
         Ok(moved)
     }
 
-    fn purge(&mut self, tx: &Connection, queue: &str, ids: Option<&[String]>) -> Result<u64> {
-        self.spec(queue)?;
+    fn purge(&mut self, tx: &Connection, name: &str, ids: Option<&[String]>) -> Result<u64> {
+        let queue = self.queue(name)?;
         let mut delete = tx
             .prepare_cached("DELETE FROM dead_letters WHERE queue = ?1 AND (?2 IS NULL OR id = ?2)")
             .map_err(storage)?;
         let removed = match ids {
             None => delete
-                .execute(params![queue, None::<&str>])
+                .execute(params![queue.id, None::<&str>])
                 .map_err(write_error)? as u64,
             Some(ids) => {
                 let mut n = 0;
                 for id in ids {
-                    n += delete.execute(params![queue, id]).map_err(write_error)? as u64;
+                    n += delete.execute(params![queue.id, id]).map_err(write_error)? as u64;
                 }
                 n
             }
         };
-        let counts = self.counts(queue);
-        counts.dead = counts.dead.saturating_sub(removed);
+        queue.dead = queue.dead.saturating_sub(removed);
         Ok(removed)
     }
 }
