@@ -2,12 +2,12 @@
 //! writer thread.
 //!
 //! Why SQLite: it is the most trusted embedded store there is, its WAL commit is a single
-//! fsync, and queue operations (lease the oldest visible rows, count what is in flight) are
-//! plain indexed SQL. `bench/queue-store` measures it against redb and fjall.
+//! fsync, and queue operations (read the oldest visible rows, delete acked ones) are plain
+//! indexed SQL. `bench/queue-store` measures it against redb and fjall.
 //!
 //! Group commit: every mutation goes through a channel to the writer thread, which takes
-//! everything waiting, runs it inside one transaction (each command in its own savepoint, so
-//! one failure doesn't undo the others) and commits once. Requests that arrive while a commit
+//! everything waiting, runs it inside one transaction (each command of several statements in
+//! its own savepoint, so one failure doesn't undo the others) and commits once. Requests that arrive while a commit
 //! is being fsynced form the next group, so throughput is not capped by the disk's fsync
 //! rate. A reply, and so a 202, leaves only after the commit that holds it.
 //!
@@ -90,7 +90,7 @@ struct QueueState {
     /// Where the next receive starts reading the `messages_ready` index, a
     /// `(visible_at, seq)`: every visible message that is not leased sorts after it, so a
     /// receive does not walk over the messages in flight. Lowered whenever a message
-    /// becomes visible again or is added (`Ctx::reveal`).
+    /// becomes visible again or is added (`reveal`).
     cursor: (i64, i64),
 }
 
@@ -179,8 +179,8 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// The file's layout, kept in `PRAGMA user_version`. Version 0 is an empty file or the
-/// layout from before leases moved to memory; [`migrate`] upgrades it.
+/// The file's layout, kept in `PRAGMA user_version`. Version 0 is an empty file, or the
+/// first layout (queue names in every row, leases on disk); [`migrate`] upgrades it.
 const VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -536,43 +536,35 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         .optional()
         .map_err(storage)?
         .is_some();
-    if old {
+    let script = if old {
         // Format 0: queue names in every row, and leases on disk. Any lease still held
         // belonged to a process that died: its delivery was already counted in `attempts`,
         // and the message is visible at once.
-        tx.execute_batch(
+        format!(
             "ALTER TABLE messages RENAME TO messages_0;
              ALTER TABLE dead_letters RENAME TO dead_letters_0;
-             DROP INDEX messages_ready;",
+             DROP INDEX messages_ready;
+             {SCHEMA}
+             INSERT INTO queues (name)
+                 SELECT queue FROM messages_0 UNION SELECT queue FROM dead_letters_0;
+             INSERT INTO messages
+                 (seq, queue, id, payload, enqueued_at, visible_at, attempts, last_error)
+             SELECT m.seq, q.id, m.id, m.payload, m.enqueued_at,
+                 IIF(m.lease IS NULL, m.visible_at, MIN(m.visible_at, {now})),
+                 m.attempts, m.last_error
+             FROM messages_0 m JOIN queues q ON q.name = m.queue;
+             INSERT INTO dead_letters
+                 (seq, queue, id, payload, enqueued_at, died_at, attempts, error)
+             SELECT d.seq, q.id, d.id, d.payload, d.enqueued_at, d.died_at, d.attempts, d.error
+             FROM dead_letters_0 d JOIN queues q ON q.name = d.queue;
+             DROP TABLE messages_0;
+             DROP TABLE dead_letters_0;",
+            now = now_ms()
         )
-        .and_then(|()| tx.execute_batch(SCHEMA))
-        .and_then(|()| {
-            tx.execute_batch(
-                "INSERT INTO queues (name)
-                     SELECT queue FROM messages_0 UNION SELECT queue FROM dead_letters_0;
-                 INSERT INTO dead_letters
-                     (seq, queue, id, payload, enqueued_at, died_at, attempts, error)
-                 SELECT d.seq, q.id, d.id, d.payload, d.enqueued_at, d.died_at, d.attempts,
-                     d.error
-                 FROM dead_letters_0 d JOIN queues q ON q.name = d.queue;",
-            )
-        })
-        .and_then(|()| {
-            tx.execute(
-                "INSERT INTO messages
-                     (seq, queue, id, payload, enqueued_at, visible_at, attempts, last_error)
-                 SELECT m.seq, q.id, m.id, m.payload, m.enqueued_at,
-                     IIF(m.lease IS NULL, m.visible_at, MIN(m.visible_at, ?1)),
-                     m.attempts, m.last_error
-                 FROM messages_0 m JOIN queues q ON q.name = m.queue",
-                [now_ms()],
-            )
-        })
-        .and_then(|_| tx.execute_batch("DROP TABLE messages_0; DROP TABLE dead_letters_0;"))
-        .map_err(storage)?;
     } else {
-        tx.execute_batch(SCHEMA).map_err(storage)?;
-    }
+        SCHEMA.to_owned()
+    };
+    tx.execute_batch(&script).map_err(storage)?;
     tx.pragma_update(None, "user_version", VERSION)
         .and_then(|()| tx.commit())
         .map_err(storage)
