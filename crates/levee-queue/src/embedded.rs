@@ -6,10 +6,12 @@
 //! indexed SQL. `bench/queue-store` measures it against redb and fjall.
 //!
 //! Group commit: every mutation goes through a channel to the writer thread, which takes
-//! everything waiting, runs it inside one transaction (each command of several statements in
-//! its own savepoint, so one failure doesn't undo the others) and commits once. Requests that arrive while a commit
-//! is being fsynced form the next group, so throughput is not capped by the disk's fsync
-//! rate. A reply, and so a 202, leaves only after the commit that holds it.
+//! everything waiting, runs it inside one transaction (each command of several statements
+//! in its own savepoint, so one failure doesn't undo the others) and commits once. Requests
+//! that arrive while a commit is being fsynced form the next group, so throughput is not
+//! capped by the disk's fsync rate. A reply, and so a 202, leaves only after the commit that
+//! holds it; only a receive that read committed messages and wrote nothing is answered
+//! before.
 //!
 //! The queue lives in its own directory, apart from the SQL database, and is locked by one
 //! process at a time. Because of that lock a lease can never outlive the process holding it,
@@ -645,8 +647,11 @@ impl Writer {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Held for the commands, not for the commit: stats and state wait at most that.
             let mut leases = lock(&self.leases);
+            // Whether this group may have added messages yet (see `answered_now` below).
+            let mut adding = false;
             for command in group {
                 let mark = undo.len();
+                adding |= matches!(command, Command::Send(..) | Command::Redrive(..));
                 let mut ctx = Ctx {
                     now,
                     queues: &mut queues,
@@ -660,6 +665,11 @@ impl Writer {
                 // has succeeded.)
                 let single_send = matches!(&command, Command::Send(_, m, _) if m.len() == 1);
                 let snapshot = (!single_send).then(|| ctx.queues.clone());
+                // A receive that wrote nothing, before anything was added in this group, has
+                // read committed messages only: it needs no fsync and is answered at once,
+                // its leases kept whatever becomes of the group.
+                let answered_now =
+                    matches!(&command, Command::Receive(q, ..) if !adding && !ctx.expired(q));
                 let (reply, failed) = match command {
                     Command::Declare(spec, r) => {
                         pending(r, savepoint(&mut tx, |tx| ctx.declare(tx, spec)))
@@ -708,7 +718,12 @@ impl Writer {
                     }
                     undo_leases(&mut leases, undo.drain(mark..));
                 }
-                replies.push(reply);
+                if answered_now {
+                    undo.truncate(mark);
+                    reply(None);
+                } else {
+                    replies.push(reply);
+                }
                 // On a full disk or an I/O error SQLite may roll back the whole transaction;
                 // what follows would then commit piecemeal. Stop, and fail the group.
                 if tx.is_autocommit() {
