@@ -2,27 +2,34 @@
 //! writer thread.
 //!
 //! Why SQLite: it is the most trusted embedded store there is, its WAL commit is a single
-//! fsync, and queue operations (lease the oldest visible rows, count what is in flight) are
-//! plain indexed SQL. `bench/queue-store` measures it against redb and fjall.
+//! fsync, and queue operations (read the oldest visible rows, delete acked ones) are plain
+//! indexed SQL. `bench/queue-store` measures it against redb and fjall.
 //!
 //! Group commit: every mutation goes through a channel to the writer thread, which takes
-//! everything waiting, runs it inside one transaction (each command in its own savepoint, so
-//! one failure doesn't undo the others) and commits once. Requests that arrive while a commit
-//! is being fsynced form the next group, so throughput is not capped by the disk's fsync
-//! rate. A reply, and so a 202, leaves only after the commit that holds it.
+//! everything waiting, runs it inside one transaction (each command of several statements
+//! in its own savepoint, so one failure doesn't undo the others) and commits once. Requests
+//! that arrive while a commit is being fsynced form the next group, so throughput is not
+//! capped by the disk's fsync rate. A reply, and so a 202, leaves only after the commit that
+//! holds it; only a receive that read committed messages and wrote nothing is answered
+//! before.
 //!
 //! The queue lives in its own directory, apart from the SQL database, and is locked by one
-//! process at a time. Because of that lock, leases found at open belonged to a process that
-//! died; they are made visible at once and count as a failed attempt.
+//! process at a time. Because of that lock a lease can never outlive the process holding it,
+//! so leases are kept in memory, not on disk: receiving is a read, and a process that dies
+//! takes its leases with it (its messages are visible again as soon as the queue reopens).
+//! What must survive a crash is written when a delivery fails: a nack, or a lease that ran
+//! out, writes the attempt, the retry delay and the error, so a message that keeps failing
+//! is still dead-lettered after `max_attempts`. A delivery cut short by a crash is not
+//! counted as an attempt: there is no write at receive to count it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
+use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -64,17 +71,99 @@ pub struct EmbeddedQueue {
     /// Reads (stats, state, dead letters) use their own connection: WAL readers never wait
     /// for the writer.
     reader: Arc<Mutex<Connection>>,
-    shared: Arc<Mutex<HashMap<String, Counts>>>,
+    shared: Arc<Mutex<HashMap<String, QueueState>>>,
+    /// The writer's leases by queue id, which stats and state read to tell in flight from
+    /// queued.
+    leases: Arc<Mutex<HashMap<i64, Leases>>>,
     arrivals: watch::Sender<u64>,
     _lock: File,
 }
 
-/// Per-queue counters kept by the writer, so depth checks need no COUNT(*).
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
+/// What the writer keeps of a declared queue; counters, so depth checks need no COUNT(*).
+#[derive(Debug, Clone, Copy)]
+struct QueueState {
+    /// The queue's number in the file: rows and index keys carry it instead of the name.
+    id: i64,
+    max_attempts: u32,
+    max_depth: u64,
     /// Messages not yet acked: queued, delayed or in flight.
     live: u64,
     dead: u64,
+    /// Where the next receive starts reading the `messages_ready` index, a
+    /// `(visible_at, seq)`: every visible message that is not leased sorts after it, so a
+    /// receive does not walk over the messages in flight. Lowered whenever a message
+    /// becomes visible again or is added (`reveal`).
+    cursor: (i64, i64),
+}
+
+impl QueueState {
+    /// The message `seq` is visible (now or once `visible_at` comes) and not leased: move
+    /// the receive cursor back before it if needed.
+    fn reveal(&mut self, visible_at: i64, seq: i64) {
+        self.cursor = self.cursor.min((visible_at, seq.saturating_sub(1)));
+    }
+}
+
+/// The leases of one queue, by message seq.
+#[derive(Debug, Default)]
+struct Leases {
+    held: HashMap<i64, Lease>,
+    /// `(until, seq)` of every lease, soonest first, to find the ones that ran out.
+    expiry: BTreeSet<(i64, i64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Shared by the messages of one receive, and part of their receipts.
+    token: i64,
+    until: i64,
+    /// The message's `visible_at` on disk: where it waits in `messages_ready`.
+    visible_at: i64,
+    /// Its failed attempts on disk (the delivery in flight not included).
+    attempts: u32,
+}
+
+impl Leases {
+    /// The lease a receipt proves, unless the receipt is stale.
+    fn get(&self, receipt: &Receipt) -> Option<(i64, Lease)> {
+        let (seq, token) = parse_receipt(receipt)?;
+        let lease = self.held.get(&seq)?;
+        (lease.token == token).then_some((seq, *lease))
+    }
+
+    /// Set or end the lease of `seq`; returns what was there.
+    fn set(&mut self, seq: i64, lease: Option<Lease>) -> Option<Lease> {
+        let before = match lease {
+            Some(lease) => self.held.insert(seq, lease),
+            None => self.held.remove(&seq),
+        };
+        if let Some(old) = before {
+            self.expiry.remove(&(old.until, seq));
+        }
+        if let Some(new) = lease {
+            self.expiry.insert((new.until, seq));
+        }
+        before
+    }
+
+    /// Leases still running at `now` (one that ran out but was not reclaimed yet counts as
+    /// queued).
+    fn in_flight(&self, now: i64) -> u64 {
+        self.expiry
+            .range((now.saturating_add(1), i64::MIN)..)
+            .count() as u64
+    }
+
+    fn holds(&self, seq: i64, now: i64) -> bool {
+        self.held.get(&seq).is_some_and(|l| l.until > now)
+    }
+}
+
+/// A lease as it was before a change, put back if the change is rolled back.
+struct Undo {
+    queue: i64,
+    seq: i64,
+    before: Option<Lease>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -92,23 +181,31 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// The file's layout, kept in `PRAGMA user_version`. Version 0 is an empty file, or the
+/// first layout (queue names in every row, leases on disk); [`migrate`] upgrades it.
+const VERSION: i64 = 1;
+
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE queues (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE messages (
     seq INTEGER PRIMARY KEY,
-    queue TEXT NOT NULL,
+    queue INTEGER NOT NULL,
     id TEXT NOT NULL,
     payload BLOB NOT NULL,
     enqueued_at INTEGER NOT NULL,
     visible_at INTEGER NOT NULL,
+    -- Failed deliveries: nacked, or not acked within their lease.
     attempts INTEGER NOT NULL DEFAULT 0,
-    lease INTEGER,
     last_error TEXT,
     UNIQUE (queue, id)
 );
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at, seq);
-CREATE TABLE IF NOT EXISTS dead_letters (
+CREATE INDEX messages_ready ON messages (queue, visible_at, seq);
+CREATE TABLE dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
+    queue INTEGER NOT NULL,
     id TEXT NOT NULL,
     payload BLOB NOT NULL,
     enqueued_at INTEGER NOT NULL,
@@ -134,19 +231,17 @@ impl EmbeddedQueue {
         })?;
 
         let path = dir.join("queue.db");
-        let conn = Connection::open(&path).map_err(storage)?;
+        let mut conn = Connection::open(&path).map_err(storage)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
         )
         .map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
-        // Leases still held were held by a process that died (we hold the lock): give the
-        // messages back now rather than when the lease would have run out.
-        conn.execute(
-            "UPDATE messages SET visible_at = ?1 WHERE lease IS NOT NULL AND visible_at > ?1",
-            [now_ms()],
-        )
-        .map_err(storage)?;
+        migrate(&mut conn, &path)?;
+        // The query planner stability guarantee: without it SQLite re-plans a statement
+        // whenever some bound values change (a text queue name, a LIMIT), which cost the
+        // writer a parse for nearly every receive and ack.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(storage)?;
 
         let reader = Connection::open(&path).map_err(storage)?;
         reader
@@ -154,15 +249,16 @@ impl EmbeddedQueue {
             .map_err(storage)?;
 
         let shared = Arc::new(Mutex::new(HashMap::new()));
+        let leases = Arc::new(Mutex::new(HashMap::new()));
         let arrivals = watch::channel(0).0;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let writer = Writer {
             conn,
             dir: dir.to_owned(),
             options,
-            specs: HashMap::new(),
-            counts: HashMap::new(),
+            queues: HashMap::new(),
             shared: shared.clone(),
+            leases: leases.clone(),
             arrivals: arrivals.clone(),
             free_disk: None,
         };
@@ -175,6 +271,7 @@ impl EmbeddedQueue {
             commands: tx,
             reader: Arc::new(Mutex::new(reader)),
             shared,
+            leases,
             arrivals,
             _lock: lock,
         })
@@ -195,18 +292,18 @@ impl EmbeddedQueue {
     ) -> Result<T> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+            let conn = lock(&reader);
             f(&conn).map_err(storage)
         })
         .await
         .map_err(|e| QueueError::Backend(e.to_string()))?
     }
 
-    fn counts(&self, queue: &str) -> Result<Counts> {
+    fn queue(&self, queue: &str) -> Result<QueueState> {
         if self.commands.is_closed() {
             return Err(unavailable("the queue is closed"));
         }
-        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = lock(&self.shared);
         shared
             .get(queue)
             .copied()
@@ -285,27 +382,24 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let counts = self.counts(queue)?;
-        let q = queue.to_owned();
+        let counts = self.queue(queue)?;
+        let leases = self.leases.clone();
         let now = now_ms();
         let (in_flight, oldest) = self
             .read(move |c| {
-                let in_flight: u64 = c.query_row(
-                    "SELECT COUNT(*) FROM messages
-                     WHERE queue = ?1 AND visible_at > ?2 AND lease IS NOT NULL",
-                    params![q, now],
-                    |r| r.get(0),
-                )?;
+                let in_flight = lock(&leases)
+                    .get(&counts.id)
+                    .map_or(0, |l| l.in_flight(now));
                 // The next message in line, from the receive index: no index on age (it
-                // would cost every insert a write) and no scan. A message in flight counts
-                // again once its lease runs out.
+                // would cost every insert a write) and no scan. A message in flight keeps
+                // its place there.
                 let oldest: Option<i64> = if counts.live == 0 {
                     None
                 } else {
                     c.query_row(
                         "SELECT enqueued_at FROM messages WHERE queue = ?1
                          ORDER BY visible_at, seq LIMIT 1",
-                        [&q],
+                        [counts.id],
                         |r| r.get(0),
                     )
                     .optional()?
@@ -313,7 +407,8 @@ impl Queue for EmbeddedQueue {
                 Ok((in_flight, oldest))
             })
             .await?;
-        // The counters and the read connection are not one snapshot; keep them consistent.
+        // The counters, the leases and the read connection are not one snapshot; keep them
+        // consistent.
         let in_flight = in_flight.min(counts.live);
         Ok(QueueStats {
             depth: counts.live - in_flight,
@@ -324,19 +419,19 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn state(&self, queue: &str, id: &str) -> Result<Option<MessageState>> {
-        self.counts(queue)?;
-        let (q, id) = (queue.to_owned(), id.to_owned());
+        let q = self.queue(queue)?.id;
+        let (id, leases) = (id.to_owned(), self.leases.clone());
         let now = now_ms();
         self.read(move |c| {
-            let live: Option<(i64, Option<i64>)> = c
+            let live: Option<i64> = c
                 .query_row(
-                    "SELECT visible_at, lease FROM messages WHERE queue = ?1 AND id = ?2",
+                    "SELECT seq FROM messages WHERE queue = ?1 AND id = ?2",
                     params![q, id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.get(0),
                 )
                 .optional()?;
-            if let Some((visible_at, lease)) = live {
-                let leased = lease.is_some() && visible_at > now;
+            if let Some(seq) = live {
+                let leased = lock(&leases).get(&q).is_some_and(|l| l.holds(seq, now));
                 return Ok(Some(if leased {
                     MessageState::InFlight
                 } else {
@@ -361,8 +456,8 @@ impl Queue for EmbeddedQueue {
         limit: usize,
         after: Option<&str>,
     ) -> Result<Vec<DeadMessage>> {
-        self.counts(queue)?;
-        let (q, after) = (queue.to_owned(), after.map(str::to_owned));
+        let q = self.queue(queue)?.id;
+        let after = after.map(str::to_owned);
         self.read(move |c| {
             let after_seq: i64 = match after {
                 None => 0,
@@ -418,15 +513,76 @@ impl Queue for EmbeddedQueue {
     }
 }
 
+/// Bring the file to the current layout, or refuse a layout this build does not know.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage)?;
+    if version == VERSION {
+        return Ok(());
+    }
+    if version > VERSION {
+        return Err(unavailable(format!(
+            "{} has queue format {version}, newer than this levee reads ({VERSION}): \
+             run the newer levee, or drain the queue with it first",
+            path.display()
+        )));
+    }
+    let tx = conn.transaction().map_err(storage)?;
+    let old = tx
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(storage)?
+        .is_some();
+    let script = if old {
+        // Format 0: queue names in every row, and leases on disk. Any lease still held
+        // belonged to a process that died: its delivery was already counted in `attempts`,
+        // and the message is visible at once.
+        format!(
+            "ALTER TABLE messages RENAME TO messages_0;
+             ALTER TABLE dead_letters RENAME TO dead_letters_0;
+             DROP INDEX messages_ready;
+             {SCHEMA}
+             INSERT INTO queues (name)
+                 SELECT queue FROM messages_0 UNION SELECT queue FROM dead_letters_0;
+             INSERT INTO messages
+                 (seq, queue, id, payload, enqueued_at, visible_at, attempts, last_error)
+             SELECT m.seq, q.id, m.id, m.payload, m.enqueued_at,
+                 IIF(m.lease IS NULL, m.visible_at, MIN(m.visible_at, {now})),
+                 m.attempts, m.last_error
+             FROM messages_0 m JOIN queues q ON q.name = m.queue;
+             INSERT INTO dead_letters
+                 (seq, queue, id, payload, enqueued_at, died_at, attempts, error)
+             SELECT d.seq, q.id, d.id, d.payload, d.enqueued_at, d.died_at, d.attempts, d.error
+             FROM dead_letters_0 d JOIN queues q ON q.name = d.queue;
+             DROP TABLE messages_0;
+             DROP TABLE dead_letters_0;",
+            now = now_ms()
+        )
+    } else {
+        SCHEMA.to_owned()
+    };
+    tx.execute_batch(&script).map_err(storage)?;
+    tx.pragma_update(None, "user_version", VERSION)
+        .and_then(|()| tx.commit())
+        .map_err(storage)
+}
+
 /// The thread that owns the write connection.
 struct Writer {
     conn: Connection,
     dir: PathBuf,
     options: EmbeddedOptions,
-    specs: HashMap<String, QueueSpec>,
-    /// Committed counters; a group works on a copy that replaces them only if it commits.
-    counts: HashMap<String, Counts>,
-    shared: Arc<Mutex<HashMap<String, Counts>>>,
+    /// Committed state; a group works on a copy that replaces it only if it commits.
+    queues: HashMap<String, QueueState>,
+    shared: Arc<Mutex<HashMap<String, QueueState>>>,
+    /// Changed in place by each command; a command or group that fails puts back what it
+    /// changed.
+    leases: Arc<Mutex<HashMap<i64, Leases>>>,
     /// Bumped after each commit that added messages.
     arrivals: watch::Sender<u64>,
     free_disk: Option<(Instant, u64)>,
@@ -479,28 +635,41 @@ impl Writer {
         let started = Instant::now();
         let commands = group.len();
         let now = now_ms();
-        let mut counts = self.counts.clone();
-        let mut specs = self.specs.clone();
+        let mut queues = self.queues.clone();
         let mut replies: Vec<Pending> = Vec::with_capacity(group.len());
         let mut closing = None;
         let free_disk = self.free_disk();
+        let mut undo = Vec::new();
 
         let outcome = (|| -> rusqlite::Result<()> {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Held for the commands, not for the commit: stats and state wait at most that.
+            let mut leases = lock(&self.leases);
+            // Whether this group may have added messages yet (see `answered_now` below).
+            let mut adding = false;
             for command in group {
+                let mark = undo.len();
+                adding |= matches!(command, Command::Send(..) | Command::Redrive(..));
                 let mut ctx = Ctx {
                     now,
-                    counts: &mut counts,
-                    specs: &mut specs,
+                    queues: &mut queues,
+                    leases: &mut leases,
+                    undo: &mut undo,
                     free_disk,
                     options: &self.options,
                 };
-                // A failed command's savepoint undoes its rows; this undoes its counts.
-                // (A single send changes its counts only once it has succeeded.)
+                // A failed command's savepoint undoes its rows; this undoes its queue state,
+                // and the undo log its leases. (A single send changes its state only once it
+                // has succeeded.)
                 let single_send = matches!(&command, Command::Send(_, m, _) if m.len() == 1);
-                let snapshot = (!single_send).then(|| ctx.counts.clone());
+                let snapshot = (!single_send).then(|| ctx.queues.clone());
+                // A receive that wrote nothing, before anything was added in this group, has
+                // read committed messages only: it needs no fsync and is answered at once,
+                // its leases kept whatever becomes of the group.
+                let answered_now =
+                    matches!(&command, Command::Receive(q, ..) if !adding && !ctx.expired(q));
                 let (reply, failed) = match command {
                     Command::Declare(spec, r) => {
                         pending(r, savepoint(&mut tx, |tx| ctx.declare(tx, spec)))
@@ -512,23 +681,24 @@ impl Writer {
                     Command::Send(q, msgs, r) => {
                         pending(r, savepoint(&mut tx, |tx| ctx.send(tx, &q, &msgs)))
                     }
+                    // A receive only reads, unless leases that ran out must be settled first.
+                    Command::Receive(q, max, lease, r) if !ctx.expired(&q) => {
+                        pending(r, ctx.receive(&tx, &q, max, lease))
+                    }
                     Command::Receive(q, max, lease, r) => {
                         pending(r, savepoint(&mut tx, |tx| ctx.receive(tx, &q, max, lease)))
                     }
-                    Command::Ack(q, receipts, r) => {
-                        pending(r, savepoint(&mut tx, |tx| ctx.ack(tx, &q, &receipts)))
-                    }
+                    // One DELETE, atomic by itself.
+                    Command::Ack(q, receipts, r) => pending(r, ctx.ack(&tx, &q, &receipts)),
                     Command::Nack(q, receipt, delay, error, r) => pending(
                         r,
                         savepoint(&mut tx, |tx| ctx.nack(tx, &q, &receipt, delay, &error)),
                     ),
-                    Command::Release(q, receipts, r) => {
-                        pending(r, savepoint(&mut tx, |tx| ctx.release(tx, &q, &receipts)))
+                    // Leases only: nothing to write.
+                    Command::Release(q, receipts, r) => pending(r, ctx.release(&q, &receipts)),
+                    Command::Extend(q, receipt, lease, r) => {
+                        pending(r, ctx.extend(&q, &receipt, lease))
                     }
-                    Command::Extend(q, receipt, lease, r) => pending(
-                        r,
-                        savepoint(&mut tx, |tx| ctx.extend(tx, &q, &receipt, lease)),
-                    ),
                     Command::Redrive(q, ids, r) => pending(
                         r,
                         savepoint(&mut tx, |tx| ctx.redrive(tx, &q, ids.as_deref())),
@@ -542,10 +712,18 @@ impl Writer {
                         continue;
                     }
                 };
-                if failed && let Some(snapshot) = snapshot {
-                    counts = snapshot;
+                if failed {
+                    if let Some(snapshot) = snapshot {
+                        queues = snapshot;
+                    }
+                    undo_leases(&mut leases, undo.drain(mark..));
                 }
-                replies.push(reply);
+                if answered_now {
+                    undo.truncate(mark);
+                    reply(None);
+                } else {
+                    replies.push(reply);
+                }
                 // On a full disk or an I/O error SQLite may roll back the whole transaction;
                 // what follows would then commit piecemeal. Stop, and fail the group.
                 if tx.is_autocommit() {
@@ -555,24 +733,25 @@ impl Writer {
                     ));
                 }
             }
+            drop(leases);
             tx.commit()
         })();
 
         let error = match outcome {
             Ok(()) => {
-                let added = counts
+                let added = queues
                     .iter()
-                    .any(|(q, c)| self.counts.get(q).is_none_or(|old| c.live > old.live));
+                    .any(|(q, s)| self.queues.get(q).is_none_or(|old| s.live > old.live));
                 if added {
                     self.arrivals.send_modify(|n| *n += 1);
                 }
-                self.counts = counts;
-                self.specs = specs;
-                *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = self.counts.clone();
+                self.queues = queues;
+                *lock(&self.shared) = self.queues.clone();
                 None
             }
             Err(e) => {
                 tracing::error!(error = %e, "queue commit failed");
+                undo_leases(&mut lock(&self.leases), undo.drain(..));
                 Some(storage(e))
             }
         };
@@ -617,71 +796,108 @@ fn savepoint<T>(tx: &mut Transaction<'_>, f: impl FnOnce(&Connection) -> Result<
     }
 }
 
-/// What one command may touch: the group's working copies of the writer's state.
+/// Put leases back as they were, newest change first.
+fn undo_leases(leases: &mut HashMap<i64, Leases>, undo: impl DoubleEndedIterator<Item = Undo>) {
+    for u in undo.rev() {
+        leases.entry(u.queue).or_default().set(u.seq, u.before);
+    }
+}
+
+/// What one command may touch: the group's working copy of the queues' state, and the
+/// leases with their undo log.
 struct Ctx<'a> {
     now: i64,
-    counts: &'a mut HashMap<String, Counts>,
-    specs: &'a mut HashMap<String, QueueSpec>,
+    queues: &'a mut HashMap<String, QueueState>,
+    leases: &'a mut HashMap<i64, Leases>,
+    undo: &'a mut Vec<Undo>,
     free_disk: u64,
     options: &'a EmbeddedOptions,
 }
 
 impl Ctx<'_> {
-    fn spec(&self, queue: &str) -> Result<&QueueSpec> {
-        self.specs
-            .get(queue)
-            .ok_or_else(|| QueueError::UnknownQueue(queue.to_owned()))
+    fn queue(&mut self, name: &str) -> Result<&mut QueueState> {
+        self.queues
+            .get_mut(name)
+            .ok_or_else(|| QueueError::UnknownQueue(name.to_owned()))
     }
 
-    fn counts(&mut self, queue: &str) -> &mut Counts {
-        self.counts.entry(queue.to_owned()).or_default()
+    fn leases(&mut self, queue: i64) -> &mut Leases {
+        self.leases.entry(queue).or_default()
+    }
+
+    /// The lease a receipt proves, unless it is stale.
+    fn lease(&mut self, queue: i64, receipt: &Receipt) -> Option<(i64, Lease)> {
+        self.leases(queue).get(receipt)
+    }
+
+    /// Whether some of the queue's leases ran out.
+    fn expired(&self, name: &str) -> bool {
+        self.queues
+            .get(name)
+            .and_then(|q| self.leases.get(&q.id))
+            .and_then(|l| l.expiry.first())
+            .is_some_and(|(until, _)| *until <= self.now)
+    }
+
+    fn set_lease(&mut self, queue: i64, seq: i64, lease: Option<Lease>) {
+        let before = self.leases(queue).set(seq, lease);
+        self.undo.push(Undo { queue, seq, before });
     }
 
     fn declare(&mut self, tx: &Connection, spec: QueueSpec) -> Result<()> {
-        let live: u64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM messages WHERE queue = ?1",
+        let count = |sql: &str, id: i64| tx.query_row(sql, [id], |r| r.get::<_, u64>(0));
+        let state = tx
+            .execute(
+                "INSERT OR IGNORE INTO queues (name) VALUES (?1)",
                 [&spec.name],
-                |r| r.get(0),
             )
-            .map_err(storage)?;
-        let dead: u64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM dead_letters WHERE queue = ?1",
-                [&spec.name],
-                |r| r.get(0),
-            )
-            .map_err(storage)?;
-        self.counts.insert(spec.name.clone(), Counts { live, dead });
-        self.specs.insert(spec.name.clone(), spec);
+            .and_then(|_| {
+                tx.query_row("SELECT id FROM queues WHERE name = ?1", [&spec.name], |r| {
+                    r.get(0)
+                })
+            })
+            .and_then(|id| {
+                Ok(QueueState {
+                    id,
+                    max_attempts: spec.max_attempts,
+                    max_depth: spec.max_depth,
+                    live: count("SELECT COUNT(*) FROM messages WHERE queue = ?1", id)?,
+                    dead: count("SELECT COUNT(*) FROM dead_letters WHERE queue = ?1", id)?,
+                    cursor: (i64::MIN, i64::MIN),
+                })
+            })
+            .map_err(write_error)?;
+        self.queues.insert(spec.name, state);
         Ok(())
     }
 
-    fn send(&mut self, tx: &Connection, queue: &str, messages: &[NewMessage]) -> Result<()> {
-        let max_depth = self.spec(queue)?.max_depth;
+    fn send(&mut self, tx: &Connection, name: &str, messages: &[NewMessage]) -> Result<()> {
+        let (now, free_disk, options) = (self.now, self.free_disk, self.options);
+        let queue = self.queue(name)?;
         // Both limits refuse sends well before a write could fail: receives and acks, which
         // also write, must still work so the queue can drain.
-        if self.free_disk < self.options.min_free_disk_bytes {
+        if free_disk < options.min_free_disk_bytes {
             return Err(QueueError::Full(format!(
                 "less than {} bytes free on the queue's disk",
-                self.options.min_free_disk_bytes
+                options.min_free_disk_bytes
             )));
         }
-        if let Some(max) = self.options.max_size_bytes
+        if let Some(max) = options.max_size_bytes
             && used_bytes(tx).map_err(storage)? >= max
         {
             return Err(QueueError::Full(format!(
                 "the queue file holds its maximum of {max} bytes"
             )));
         }
-        if self.counts(queue).live + messages.len() as u64 > max_depth {
+        if queue.live + messages.len() as u64 > queue.max_depth {
             return Err(QueueError::Full(format!(
-                "{queue} holds its maximum of {max_depth} messages"
+                "{name} holds its maximum of {} messages",
+                queue.max_depth
             )));
         }
         // A dead id must not come back through a retried send; when the queue has no dead
         // letters (the usual case) there is nothing to look up.
-        let sql = if self.counts(queue).dead == 0 {
+        let sql = if queue.dead == 0 {
             "INSERT OR IGNORE INTO messages (queue, id, payload, enqueued_at, visible_at)
              VALUES (?1, ?2, ?3, ?4, ?4)"
         } else {
@@ -693,203 +909,209 @@ impl Ctx<'_> {
         let mut added = 0;
         for m in messages {
             added += insert
-                .execute(params![queue, m.id, m.payload, self.now])
+                .execute(params![queue.id, m.id, m.payload, now])
                 .map_err(write_error)? as u64;
         }
-        self.counts(queue).live += added;
+        if added > 0 {
+            queue.live += added;
+            // New messages are visible at `now`. They usually sort after the cursor already,
+            // but not if the clock stepped back, or if they reuse the seqs of the newest
+            // messages, acked in the same millisecond.
+            queue.reveal(now, i64::MIN);
+        }
         Ok(())
     }
 
     fn receive(
         &mut self,
         tx: &Connection,
-        queue: &str,
+        name: &str,
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Delivery>> {
-        let max_attempts = self.spec(queue)?.max_attempts;
-        let lease_until = self.now + lease.as_millis() as i64;
-        let mut out = Vec::with_capacity(max.min(1024));
+        self.reclaim(tx, name)?;
+        let queue = *self.queue(name)?;
         let mut select = tx
             .prepare_cached(
-                "SELECT seq, id, payload, enqueued_at, attempts, lease, last_error FROM messages
-                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+                "SELECT seq, id, payload, enqueued_at, visible_at, attempts FROM messages
+                 WHERE queue = ?1 AND visible_at <= ?2 AND (visible_at, seq) > (?3, ?4)
+                 ORDER BY visible_at, seq",
             )
             .map_err(storage)?;
-        // One lease token for the whole batch, set by one statement.
-        let token: i64 = rand::random();
-        // Rows whose lease ran out with no attempts left are moved to the dead letters,
-        // which makes room for more rows; loop until `max` are leased or none are visible.
-        loop {
-            let want = max - out.len();
-            let rows = select
-                .query_map(params![queue, self.now, want as i64], |r| {
-                    Ok(Row {
-                        seq: r.get(0)?,
-                        id: r.get(1)?,
-                        payload: r.get(2)?,
-                        enqueued_at: r.get(3)?,
-                        attempts: r.get(4)?,
-                        leased: r.get::<_, Option<i64>>(5)?.is_some(),
-                        last_error: r.get(6)?,
-                    })
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Row>>>())
-                .map_err(storage)?;
-            let exhausted = rows.len() < want;
-            let mut taken = Vec::with_capacity(rows.len());
-            for row in rows {
-                if row.leased && row.attempts >= max_attempts {
-                    let error = row.last_error.clone().unwrap_or_else(|| {
-                        format!("not acknowledged within its lease {} times", row.attempts)
-                    });
-                    self.bury(tx, queue, row.seq, &error)?;
-                    continue;
-                }
-                taken.push(row.seq);
-                out.push(Delivery {
-                    id: row.id,
-                    payload: row.payload,
-                    enqueued_at: from_ms(row.enqueued_at),
-                    attempts: row.attempts + 1,
-                    receipt: Receipt(format!("{}:{token}", row.seq)),
-                });
+        let mut cursor = queue.cursor;
+        let mut rows = select
+            .query(params![queue.id, self.now, cursor.0, cursor.1])
+            .map_err(storage)?;
+        // One lease token for the whole batch.
+        let lease = Lease {
+            token: rand::random(),
+            until: self.now + lease.as_millis() as i64,
+            visible_at: 0,
+            attempts: 0,
+        };
+        let mut out = Vec::with_capacity(max.min(1024));
+        while out.len() < max
+            && let Some(row) = rows.next().map_err(storage)?
+        {
+            let (seq, visible_at): (i64, i64) = (col(row, 0)?, col(row, 4)?);
+            cursor = (visible_at, seq);
+            // Only after a message came back can leased ones lie past the cursor.
+            if self.leases(queue.id).held.contains_key(&seq) {
+                continue;
             }
-            // Lease this pass's rows before the next pass looks, so it cannot see them again.
-            if !taken.is_empty() {
-                let sql = format!(
-                    "UPDATE messages SET lease = ?, visible_at = ?, attempts = attempts + 1
-                     WHERE seq IN ({})",
-                    placeholders(taken.len())
-                );
-                let params = [token, lease_until].into_iter().chain(taken);
-                tx.prepare_cached(&sql)
-                    .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
-                    .map_err(write_error)?;
-            }
-            if exhausted || out.len() >= max {
-                return Ok(out);
-            }
+            let attempts: u32 = col(row, 5)?;
+            out.push(Delivery {
+                id: col(row, 1)?,
+                payload: col(row, 2)?,
+                enqueued_at: from_ms(col(row, 3)?),
+                attempts: attempts + 1,
+                receipt: Receipt(format!("{seq}:{}", lease.token)),
+            });
+            let lease = Lease {
+                visible_at,
+                attempts,
+                ..lease
+            };
+            self.set_lease(queue.id, seq, Some(lease));
         }
+        self.queue(name)?.cursor = cursor;
+        Ok(out)
     }
 
-    /// Move a message to the dead letters.
-    fn bury(&mut self, tx: &Connection, queue: &str, seq: i64, error: &str) -> Result<()> {
+    /// Leases that ran out: the delivery counts as a failed attempt, and the message is
+    /// visible again in its old place, or dead if that was its last attempt.
+    fn reclaim(&mut self, tx: &Connection, name: &str) -> Result<()> {
+        let (now, queue) = (self.now, *self.queue(name)?);
+        let leases = self.leases(queue.id);
+        let expired: Vec<(i64, Lease)> = leases
+            .expiry
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .map(|(_, seq)| (*seq, leases.held[seq]))
+            .collect();
+        for (seq, lease) in expired {
+            self.set_lease(queue.id, seq, None);
+            let attempts = lease.attempts + 1;
+            if attempts >= queue.max_attempts {
+                self.bury(tx, name, seq, attempts, None)?;
+                continue;
+            }
+            tx.prepare_cached("UPDATE messages SET attempts = ?2 WHERE seq = ?1")
+                .and_then(|mut s| s.execute(params![seq, attempts]))
+                .map_err(write_error)?;
+            self.queue(name)?.reveal(lease.visible_at, seq);
+        }
+        Ok(())
+    }
+
+    /// Move a message to the dead letters after its last attempt, with `error` or else the
+    /// last error it had.
+    fn bury(
+        &mut self,
+        tx: &Connection,
+        name: &str,
+        seq: i64,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<()> {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO dead_letters
                  (queue, id, payload, enqueued_at, died_at, attempts, error)
-             SELECT queue, id, payload, enqueued_at, ?2, attempts, ?3 FROM messages WHERE seq = ?1",
+             SELECT queue, id, payload, enqueued_at, ?2, ?3,
+                 COALESCE(?4, last_error, 'not acknowledged within its lease ' || ?3 || ' times')
+             FROM messages WHERE seq = ?1",
         )
-        .and_then(|mut s| s.execute(params![seq, self.now, error]))
+        .and_then(|mut s| s.execute(params![seq, self.now, attempts, error]))
         .map_err(write_error)?;
         tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")
             .and_then(|mut s| s.execute([seq]))
             .map_err(write_error)?;
-        let counts = self.counts(queue);
-        counts.live = counts.live.saturating_sub(1);
-        counts.dead += 1;
-        tracing::warn!(queue, seq, error, "message dead-lettered");
+        let queue = self.queue(name)?;
+        queue.live = queue.live.saturating_sub(1);
+        queue.dead += 1;
+        tracing::warn!(queue = name, seq, error, "message dead-lettered");
         Ok(())
     }
 
-    fn ack(&mut self, tx: &Connection, queue: &str, receipts: &[Receipt]) -> Result<()> {
-        self.spec(queue)?;
-        let mut removed = 0;
-        // One statement per lease token: receipts of one receive share theirs.
-        for (token, seqs) in by_token(receipts) {
-            let sql = format!(
-                // `+queue`: look rows up by seq, never by the queue's index (a scan).
-                "DELETE FROM messages WHERE +queue = ? AND lease = ? AND seq IN ({})",
-                placeholders(seqs.len())
-            );
-            let params = [Value::from(queue.to_owned()), Value::from(token)]
-                .into_iter()
-                .chain(seqs.into_iter().map(Value::from));
-            removed += tx
-                .prepare_cached(&sql)
-                .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
-                .map_err(write_error)? as u64;
+    fn ack(&mut self, tx: &Connection, name: &str, receipts: &[Receipt]) -> Result<()> {
+        let id = self.queue(name)?.id;
+        let seqs: Vec<i64> = receipts
+            .iter()
+            .filter_map(|r| self.lease(id, r))
+            .map(|(seq, _)| seq)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(());
         }
-        let counts = self.counts(queue);
-        counts.live = counts.live.saturating_sub(removed);
+        let sql = format!(
+            "DELETE FROM messages WHERE seq IN ({})",
+            placeholders(seqs.len())
+        );
+        let removed = tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(&seqs)))
+            .map_err(write_error)? as u64;
+        for seq in seqs {
+            self.set_lease(id, seq, None);
+        }
+        let queue = self.queue(name)?;
+        queue.live = queue.live.saturating_sub(removed);
         Ok(())
     }
 
     fn nack(
         &mut self,
         tx: &Connection,
-        queue: &str,
+        name: &str,
         receipt: &Receipt,
         delay: Duration,
         error: &str,
     ) -> Result<()> {
-        let max_attempts = self.spec(queue)?.max_attempts;
-        let Some((seq, token)) = parse_receipt(receipt) else {
+        let queue = *self.queue(name)?;
+        let Some((seq, lease)) = self.lease(queue.id, receipt) else {
             return Ok(());
         };
-        let attempts: Option<u32> = tx
-            .query_row(
-                "SELECT attempts FROM messages WHERE seq = ?1 AND lease = ?2 AND queue = ?3",
-                params![seq, token, queue],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(storage)?;
-        match attempts {
-            None => Ok(()),
-            Some(n) if n >= max_attempts => self.bury(tx, queue, seq, error),
-            Some(_) => {
-                tx.execute(
-                    "UPDATE messages SET lease = NULL, visible_at = ?2, last_error = ?3
-                     WHERE seq = ?1",
-                    params![seq, self.now + delay.as_millis() as i64, error],
-                )
-                .map_err(write_error)?;
-                Ok(())
-            }
+        self.set_lease(queue.id, seq, None);
+        let attempts = lease.attempts + 1;
+        if attempts >= queue.max_attempts {
+            return self.bury(tx, name, seq, attempts, Some(error));
         }
+        let visible_at = self.now + delay.as_millis() as i64;
+        tx.execute(
+            "UPDATE messages SET visible_at = ?2, attempts = ?3, last_error = ?4 WHERE seq = ?1",
+            params![seq, visible_at, attempts, error],
+        )
+        .map_err(write_error)?;
+        self.queue(name)?.reveal(visible_at, seq);
+        Ok(())
     }
 
-    fn release(&mut self, tx: &Connection, queue: &str, receipts: &[Receipt]) -> Result<()> {
-        self.spec(queue)?;
-        let mut release = tx
-            .prepare_cached(
-                "UPDATE messages SET lease = NULL, visible_at = ?4, attempts = MAX(attempts - 1, 0)
-                 WHERE seq = ?1 AND lease = ?2 AND queue = ?3",
-            )
-            .map_err(storage)?;
+    /// Leases end in memory only: the messages are visible again at their old place, and
+    /// their attempts on disk never counted this delivery.
+    fn release(&mut self, name: &str, receipts: &[Receipt]) -> Result<()> {
+        let id = self.queue(name)?.id;
         for receipt in receipts {
-            if let Some((seq, token)) = parse_receipt(receipt) {
-                release
-                    .execute(params![seq, token, queue, self.now])
-                    .map_err(write_error)?;
+            if let Some((seq, lease)) = self.lease(id, receipt) {
+                self.set_lease(id, seq, None);
+                self.queue(name)?.reveal(lease.visible_at, seq);
             }
         }
         Ok(())
     }
 
-    fn extend(
-        &mut self,
-        tx: &Connection,
-        queue: &str,
-        receipt: &Receipt,
-        lease: Duration,
-    ) -> Result<bool> {
-        self.spec(queue)?;
-        let Some((seq, token)) = parse_receipt(receipt) else {
+    fn extend(&mut self, name: &str, receipt: &Receipt, lease: Duration) -> Result<bool> {
+        let id = self.queue(name)?.id;
+        let Some((seq, held)) = self.lease(id, receipt) else {
             return Ok(false);
         };
-        let changed = tx
-            .execute(
-                "UPDATE messages SET visible_at = ?4 WHERE seq = ?1 AND lease = ?2 AND queue = ?3",
-                params![seq, token, queue, self.now + lease.as_millis() as i64],
-            )
-            .map_err(write_error)?;
-        Ok(changed == 1)
+        let until = self.now + lease.as_millis() as i64;
+        self.set_lease(id, seq, Some(Lease { until, ..held }));
+        Ok(true)
     }
 
-    fn redrive(&mut self, tx: &Connection, queue: &str, ids: Option<&[String]>) -> Result<u64> {
-        self.spec(queue)?;
+    fn redrive(&mut self, tx: &Connection, name: &str, ids: Option<&[String]>) -> Result<u64> {
+        let now = self.now;
+        let queue = self.queue(name)?;
         let ids: Vec<Option<&str>> = match ids {
             None => vec![None],
             Some(ids) => ids.iter().map(|id| Some(id.as_str())).collect(),
@@ -908,47 +1130,39 @@ impl Ctx<'_> {
         let (mut added, mut moved) = (0, 0);
         for id in ids {
             added += insert
-                .execute(params![queue, id, self.now])
+                .execute(params![queue.id, id, now])
                 .map_err(write_error)? as u64;
-            moved += delete.execute(params![queue, id]).map_err(write_error)? as u64;
+            moved += delete.execute(params![queue.id, id]).map_err(write_error)? as u64;
         }
-        let counts = self.counts(queue);
-        counts.live += added;
-        counts.dead = counts.dead.saturating_sub(moved);
+        if added > 0 {
+            queue.live += added;
+            // Like new messages (see `send`).
+            queue.reveal(now, i64::MIN);
+        }
+        queue.dead = queue.dead.saturating_sub(moved);
         Ok(moved)
     }
 
-    fn purge(&mut self, tx: &Connection, queue: &str, ids: Option<&[String]>) -> Result<u64> {
-        self.spec(queue)?;
+    fn purge(&mut self, tx: &Connection, name: &str, ids: Option<&[String]>) -> Result<u64> {
+        let queue = self.queue(name)?;
         let mut delete = tx
             .prepare_cached("DELETE FROM dead_letters WHERE queue = ?1 AND (?2 IS NULL OR id = ?2)")
             .map_err(storage)?;
         let removed = match ids {
             None => delete
-                .execute(params![queue, None::<&str>])
+                .execute(params![queue.id, None::<&str>])
                 .map_err(write_error)? as u64,
             Some(ids) => {
                 let mut n = 0;
                 for id in ids {
-                    n += delete.execute(params![queue, id]).map_err(write_error)? as u64;
+                    n += delete.execute(params![queue.id, id]).map_err(write_error)? as u64;
                 }
                 n
             }
         };
-        let counts = self.counts(queue);
-        counts.dead = counts.dead.saturating_sub(removed);
+        queue.dead = queue.dead.saturating_sub(removed);
         Ok(removed)
     }
-}
-
-struct Row {
-    seq: i64,
-    id: String,
-    payload: Vec<u8>,
-    enqueued_at: i64,
-    attempts: u32,
-    leased: bool,
-    last_error: Option<String>,
 }
 
 /// Bytes of the queue file in use (pages on the free list are reusable).
@@ -957,13 +1171,12 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(pragma("page_count")?.saturating_sub(pragma("freelist_count")?) * pragma("page_size")?)
 }
 
-/// Receipts grouped by lease token.
-fn by_token(receipts: &[Receipt]) -> HashMap<i64, Vec<i64>> {
-    let mut groups: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (seq, token) in receipts.iter().filter_map(parse_receipt) {
-        groups.entry(token).or_default().push(seq);
-    }
-    groups
+fn col<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, i: usize) -> Result<T> {
+    row.get(i).map_err(storage)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `?, ?, …` for an IN list of `n` values.
