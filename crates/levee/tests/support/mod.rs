@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod browser;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
