@@ -63,8 +63,9 @@ async function harness(command) {
 }
 
 let currentStep = 'starting';
+const started = Date.now();
 function ok(what) {
-  console.log(`ok - ${what}`);
+  console.log(`ok - ${what} [${((Date.now() - started) / 1000).toFixed(1)} s]`);
 }
 function check(condition, what) {
   if (!condition) {
