@@ -2,7 +2,7 @@
 // a Node server that answers as scripted here:
 //
 //   poll: If-None-Match with the last ETag, 304s do not call onChange, a new version does,
-//   a 404 is null → submit: a dropped connection, a 503 and a 429 are retried with one
+//   a 404 is null, a page turning visible polls at once → submit: a dropped connection, a 503 and a 429 are retried with one
 //   Idempotency-Key; a 422 rejects with the JSON error and leaves the outbox → a page
 //   reloaded while its submit was failing resends it from localStorage with the same key
 //   → alerts: escaped text, no javascript: link, one banner hidden at its ends_at and
@@ -144,6 +144,22 @@ try {
     check(missing.length === 1 && missing[0] === null, `a 404 gave onChange ${JSON.stringify(missing)}`);
     await page.evaluate(() => window.stopMissing());
     ok('a 404 calls onChange(null) once');
+
+    // Ten minutes between polls: a second request can only come from the page turning visible.
+    const seen = () => state.gets.filter((g) => g.path === '/seen.json').length;
+    await page.evaluate(() => {
+      window.stopSeen = levee.poll('/seen.json', () => {}, { interval: 600000, hiddenInterval: 600000 });
+    });
+    await until('the first poll of /seen.json', () => seen() === 1);
+    await page.evaluate(() => {
+      for (const visibilityState of ['hidden', 'visible']) {
+        Object.defineProperty(document, 'visibilityState', { value: visibilityState, configurable: true });
+        document.dispatchEvent(new Event('visibilitychange'));
+      }
+    });
+    await until('a poll when the page became visible', () => seen() === 2);
+    await page.evaluate(() => window.stopSeen());
+    ok('a page becoming visible again polls at once');
   });
 
   await step('submit retries with one Idempotency-Key', async () => {

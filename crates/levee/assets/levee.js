@@ -218,12 +218,12 @@
             if (response.status === 404) text = 'null';
             else if (response.ok) text = await response.text();
             else throw failure(response.status);
-            etag = response.ok ? response.headers.get('ETag') : null;
             if (text !== last) {
               var value = JSON.parse(text);
               last = text;
               if (!stopped) onChange(value);
             }
+            etag = response.ok ? response.headers.get('ETag') : null; // once it parsed
           }
           failures = 0;
         } catch (e) {
