@@ -137,6 +137,11 @@ impl Entry {
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
             );
+            // So a page on another origin can poll with If-None-Match (levee.js does).
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("ETag"),
+            );
         }
         let compressed =
             matches!(&self.body, Source::Memory { gzip, br, .. } if gzip.is_some() || br.is_some());

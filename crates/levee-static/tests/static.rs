@@ -117,6 +117,7 @@ async fn published_headers_are_served_and_revalidated() {
     );
     assert_eq!(h(&headers, "cache-control"), levee_store::IMMUTABLE);
     assert_eq!(h(&headers, "access-control-allow-origin"), "*");
+    assert_eq!(h(&headers, "access-control-expose-headers"), "ETag");
     let etag = h(&headers, "etag").to_owned();
     assert!(
         etag.starts_with('"') && etag.len() > 10,
