@@ -203,8 +203,15 @@ fn row_json(row: &AnyRow) -> Result<Value, String> {
     for (i, column) in row.columns().iter().enumerate() {
         let value = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
             v.map_or(Value::Null, Value::from)
+        } else if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+            v.map_or(Value::Null, Value::from)
         } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
             v.map_or(Value::Null, Value::from)
+        } else if let Ok(v) = row.try_get::<Option<f32>, _>(i) {
+            // Through its shortest decimal form, so 0.1f32 reads 0.1, not 0.10000000149.
+            v.map_or(Value::Null, |v| {
+                Value::from(v.to_string().parse::<f64>().unwrap_or(f64::from(v)))
+            })
         } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
             v.map_or(Value::Null, Value::from)
         } else if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
