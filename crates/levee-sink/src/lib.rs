@@ -33,7 +33,11 @@ pub struct Mapping {
 pub struct Row<'a> {
     pub id: &'a str,
     pub received_at: SystemTime,
+    /// The payload, parsed: the columns are read from it.
     pub payload: &'a Value,
+    /// The same payload as the JSON text it arrived as: stored as is in the payload
+    /// column, not serialized again.
+    pub json: &'a str,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -347,7 +351,7 @@ impl SqlSink {
         let mut values = vec![
             Some(row.id.to_owned()),
             Some(received_at),
-            Some(row.payload.to_string()),
+            Some(row.json.to_owned()),
         ];
         values.extend(mapping.columns.iter().map(
             |(_, pointer)| match row.payload.pointer(pointer) {

@@ -137,8 +137,22 @@ impl Drain {
 
     async fn work(&self, index: usize, shutdown: CancellationToken) {
         let stream = &self.streams[index];
+        let mut acking = None;
+        self.work_loop(stream, &mut acking, shutdown).await;
+        // Shutdown: the last ack is committed before the queue closes.
+        settle(&stream.name, acking.take()).await;
+    }
+
+    async fn work_loop(
+        &self,
+        stream: &StreamDrain,
+        acking: &mut Option<JoinHandle<levee_queue::Result<()>>>,
+        shutdown: CancellationToken,
+    ) {
         let mut changes = self.control.subscribe();
         let mut arrivals = self.queue.arrivals();
+        // The next batch, received while the last one was being written.
+        let mut next: Option<Vec<Delivery>> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -156,17 +170,20 @@ impl Drain {
             if let Some(arrivals) = &mut arrivals {
                 arrivals.borrow_and_update();
             }
-            let batch = match self
-                .queue
-                .receive(&stream.name, stream.batch_size, stream.lease)
-                .await
-            {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::error!(stream = stream.name, error = %e, "cannot receive from the queue");
-                    sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
-                    continue;
-                }
+            let batch = match next.take() {
+                Some(batch) => batch,
+                None => match self
+                    .queue
+                    .receive(&stream.name, stream.batch_size, stream.lease)
+                    .await
+                {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::error!(stream = stream.name, error = %e, "cannot receive from the queue");
+                        sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
             };
             if batch.is_empty() {
                 // Wake on new messages, a pause or resume, or the poll interval (retry delays
@@ -183,20 +200,70 @@ impl Drain {
                 }
                 continue;
             }
-            // The batch in hand is finished even during shutdown.
-            if let Err(e) = self.deliver(stream, batch).await {
-                tracing::error!(stream = stream.name, error = %e, "queue failure after a write");
+            // The batch in hand is finished even during shutdown. The next one is received
+            // meanwhile, so the database never waits on the queue between two batches.
+            let (delivered, prefetched) = tokio::join!(
+                self.deliver(stream, batch),
+                self.queue
+                    .receive(&stream.name, stream.batch_size, stream.lease)
+            );
+            let all_well = delivered.is_ok() && self.breaker.health().healthy;
+            match delivered {
+                Ok(written) => {
+                    // The ack's commit (an fsync) runs while this worker writes its next
+                    // batch; only one is in flight per worker. Until it commits, the acked
+                    // messages stay leased to this process, and if it dies first they are
+                    // delivered again and their rows, already there, are not written twice.
+                    settle(&stream.name, acking.take()).await;
+                    if !written.is_empty() {
+                        let (queue, name) = (self.queue.clone(), stream.name.clone());
+                        *acking = Some(tokio::spawn(
+                            async move { queue.ack(&name, &written).await },
+                        ));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(stream = stream.name, error = %e, "queue failure after a write")
+                }
+            }
+            match prefetched {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch)
+                    if all_well
+                        && !shutdown.is_cancelled()
+                        && self.control.paused(&stream.name).is_none() =>
+                {
+                    next = Some(batch);
+                }
+                // Paused, stopping or failing: hand it back now rather than sit on its leases.
+                Ok(batch) => {
+                    let receipts: Vec<Receipt> = batch.into_iter().map(|d| d.receipt).collect();
+                    if let Err(e) = self.queue.release(&stream.name, &receipts).await {
+                        tracing::error!(stream = stream.name, error = %e, "cannot release a batch");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(stream = stream.name, error = %e, "cannot receive from the queue")
+                }
             }
         }
     }
 
-    /// Write a batch; ack what committed, release it all on a transient failure, and
-    /// isolate rejected messages by splitting.
-    async fn deliver(&self, stream: &StreamDrain, batch: Vec<Delivery>) -> levee_queue::Result<()> {
+    /// Write a batch; release it all on a transient failure, and isolate rejected messages
+    /// by splitting. Returns the receipts of what the database committed, to be acked.
+    async fn deliver(
+        &self,
+        stream: &StreamDrain,
+        batch: Vec<Delivery>,
+    ) -> levee_queue::Result<Vec<Receipt>> {
         let q = &stream.name;
         let mut readable = Vec::with_capacity(batch.len());
         for d in batch {
-            match serde_json::from_slice::<Value>(&d.payload) {
+            // JSON is UTF-8 (RFC 8259): what parses is text, and kept as received.
+            let parsed = std::str::from_utf8(&d.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str::<Value>(text).map_err(|e| e.to_string()));
+            match parsed {
                 Ok(payload) => readable.push((d, payload)),
                 // Intake only enqueues JSON: this can never be written, whatever the retries.
                 Err(e) => {
@@ -207,6 +274,7 @@ impl Drain {
         }
         // Slices [start, end) of the batch still to write.
         let mut pending = vec![(0, readable.len())];
+        let mut committed = Vec::with_capacity(readable.len());
         while let Some((start, end)) = pending.pop() {
             let slice = &readable[start..end];
             let rows: Vec<Row<'_>> = slice
@@ -215,6 +283,7 @@ impl Drain {
                     id: &d.id,
                     received_at: d.enqueued_at,
                     payload,
+                    json: std::str::from_utf8(&d.payload).expect("checked when parsed"),
                 })
                 .collect();
             // A write still stuck when the lease is nearly over (a lock held by a migration)
@@ -230,7 +299,7 @@ impl Drain {
             match written {
                 Ok(()) => {
                     self.breaker.success();
-                    self.queue.ack(q, &receipts(slice)).await?;
+                    committed.extend(receipts(slice));
                     self.stored[q].fetch_add(slice.len() as u64, Ordering::Relaxed);
                 }
                 Err(SinkError::Transient(e) | SinkError::Schema(e)) => {
@@ -239,7 +308,8 @@ impl Drain {
                     for (s, e) in pending.drain(..) {
                         unsent.extend(receipts(&readable[s..e]));
                     }
-                    return self.queue.release(q, &unsent).await;
+                    self.queue.release(q, &unsent).await?;
+                    return Ok(committed);
                 }
                 Err(SinkError::Rejected(e)) if slice.len() == 1 => {
                     self.breaker.success();
@@ -252,7 +322,7 @@ impl Drain {
                 }
             }
         }
-        Ok(())
+        Ok(committed)
     }
 
     /// Give a message back to be retried later; the queue dead-letters it once it has used
@@ -277,6 +347,18 @@ impl Drain {
         self.queue
             .nack(&stream.name, &d.receipt, delay, error)
             .await
+    }
+}
+
+/// Wait for an ack in flight; a failed one only means those messages come back later.
+async fn settle(stream: &str, acking: Option<JoinHandle<levee_queue::Result<()>>>) {
+    let Some(acking) = acking else { return };
+    match acking.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(stream, error = %e, "cannot ack written messages; they will be delivered again")
+        }
+        Err(e) => tracing::error!(stream, error = %e, "an ack task failed"),
     }
 }
 
