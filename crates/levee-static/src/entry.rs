@@ -298,13 +298,14 @@ impl Entry {
     }
 }
 
-struct Accepted {
-    gzip: bool,
-    br: bool,
+/// The compressions a client takes.
+pub struct Accepted {
+    pub gzip: bool,
+    pub br: bool,
 }
 
-/// Which compressions the client takes (`q=0` means no).
-fn accepted(request: &HeaderMap) -> Accepted {
+/// Which compressions the client takes, by `Accept-Encoding` (`q=0` means no).
+pub fn accepted(request: &HeaderMap) -> Accepted {
     let mut accepted = Accepted {
         gzip: false,
         br: false,

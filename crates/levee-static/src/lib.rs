@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use levee_store::CacheRules;
 
+pub use entry::{Accepted, accepted};
 use entry::{Entry, Fingerprint};
 
 /// Largest file kept in memory.

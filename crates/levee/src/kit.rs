@@ -71,10 +71,13 @@ impl Asset {
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.content_type),
         );
-        let (body, encoding) = match accepted(request) {
-            (true, _) => (&self.br, Some("br")),
-            (_, true) => (&self.gzip, Some("gzip")),
-            _ => (&self.identity, None),
+        let accepted = levee_static::accepted(request);
+        let (body, encoding) = if accepted.br {
+            (&self.br, Some("br"))
+        } else if accepted.gzip {
+            (&self.gzip, Some("gzip"))
+        } else {
+            (&self.identity, None)
         };
         if let Some(encoding) = encoding {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
@@ -84,26 +87,6 @@ impl Asset {
         *response.body_mut() = Body::from(body.clone());
         response
     }
-}
-
-/// (brotli, gzip) accepted, by `Accept-Encoding` (`q=0` refuses).
-fn accepted(request: &HeaderMap) -> (bool, bool) {
-    let (mut br, mut gzip) = (false, false);
-    for value in request.get_all(header::ACCEPT_ENCODING) {
-        for item in value.to_str().unwrap_or("").split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    == Some(0.0)
-            });
-            br |= !refused && coding.eq_ignore_ascii_case("br");
-            gzip |= !refused && coding.eq_ignore_ascii_case("gzip");
-        }
-    }
-    (br, gzip)
 }
 
 /// A stable 64-bit hash for the ETag: the same bytes give the same tag on every node and

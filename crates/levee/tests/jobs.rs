@@ -167,50 +167,43 @@ path = "data/places.json"
     );
 }
 
+/// `levee config check` on the starter config plus `jobs`; returns (success, stderr).
+fn check_with_jobs(jobs: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), |toml| toml + jobs);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_levee"))
+        .args(["config", "check", "--config"])
+        .arg(dir.path().join("levee.toml"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn config_check_names_a_bad_job() {
-    let dir = tempfile::tempdir().unwrap();
-    write_config_with(dir.path(), |toml| {
-        toml + r#"
+    let (ok, text) = check_with_jobs(
+        r#"
 [[jobs]]
 name = "broken"
 schedule = "every minute"
 source = { file = "x.json" }
 path = "x.json"
+"#,
+    );
+    assert!(!ok && text.contains("jobs[2].schedule"), "{text}");
 
+    let (ok, text) = check_with_jobs(
+        r#"
 [[jobs]]
 name = "filter"
 schedule = "* * * * *"
 source = { file = "x.json" }
 transform = ".a | map("
 path = "y.json"
-"#
-    });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_levee"))
-        .args(["config", "check", "--config"])
-        .arg(dir.path().join("levee.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(text.contains("jobs[2].schedule"), "{text}");
-
-    write_config_with(dir.path(), |toml| {
-        toml + r#"
-[[jobs]]
-name = "filter"
-schedule = "* * * * *"
-source = { file = "x.json" }
-transform = ".a | map("
-path = "y.json"
-"#
-    });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_levee"))
-        .args(["config", "check", "--config"])
-        .arg(dir.path().join("levee.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(text.contains("jobs[2].transform"), "{text}");
+"#,
+    );
+    assert!(!ok && text.contains("jobs[2].transform"), "{text}");
 }
