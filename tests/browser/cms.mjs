@@ -13,42 +13,14 @@
 // a screenshot of each open page on failure).
 // Prints `ok - …` for each check; exits 1 with `FAILED: …` on the first that fails.
 
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, failed, keepPages, launchStep, newContext, noPageErrors, ok, required, step, unique, watchdog } from './lib.mjs';
 
 const WAIT = 30_000; // for any one page, element or publish
 const WHOLE_RUN = 240_000;
 
-function required(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`FAILED: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
-
 const base = required('LEVEE_URL').replace(/\/+$/, '');
 const password = required('LEVEE_ADMIN_PASSWORD');
-const unique = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 const slug = process.env.LEVEE_BLOG_SLUG || `e2e-${unique}`;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-
-let currentStep = 'starting';
-function ok(what) {
-  console.log(`ok - ${what}`);
-}
-function check(condition, what) {
-  if (!condition) {
-    throw new Error(what);
-  }
-}
-async function step(name, run) {
-  currentStep = name;
-  console.log(`# ${name}`);
-  return run();
-}
 
 /** latest.json as a reader gets it: null while it is not published yet. */
 async function latest() {
@@ -97,29 +69,14 @@ async function savePost(page, title, markdown) {
   check(new URL(page.url()).pathname === `/admin/blogs/${slug}`, `after Save the page is ${page.url()}`);
 }
 
-const watchdog = setTimeout(() => {
-  console.error(`FAILED: ${currentStep}: the run took over ${WHOLE_RUN / 1000} s`);
-  process.exit(1);
-}, WHOLE_RUN);
-watchdog.unref();
+watchdog(WHOLE_RUN);
 
 let browser;
 let context;
 const pageErrors = [];
 try {
-  browser = await step(`launch ${executablePath}`, () =>
-    chromium.launch({
-      executablePath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      timeout: WAIT,
-    }),
-  );
-  ok(`Chromium ${browser.version()} started`);
-  context = await browser.newContext();
-  context.setDefaultTimeout(WAIT);
-  context.setDefaultNavigationTimeout(WAIT);
-  context.on('page', (p) => p.on('pageerror', (e) => pageErrors.push(`${p.url()}: ${e.message}`)));
+  browser = await launchStep(WAIT);
+  context = await newContext(browser, WAIT, pageErrors);
   const page = await context.newPage();
 
   await step('log in', async () => {
@@ -200,29 +157,11 @@ try {
     ok(`/poll.html shows "${second}" without a reload: ${JSON.stringify(shown)} (${await reader.locator('#status').innerText()})`);
   });
 
-  check(pageErrors.length === 0, `JavaScript errors in the pages: ${pageErrors.join('; ')}`);
-  ok('no JavaScript errors in any page');
+  noPageErrors(pageErrors);
   console.log('all browser checks passed');
 } catch (e) {
-  console.error(`FAILED: ${currentStep}: ${e && e.message ? e.message : e}`);
-  if (pageErrors.length) {
-    console.error(`JavaScript errors in the pages: ${pageErrors.join('; ')}`);
-  }
-  for (const [i, p] of (context ? context.pages() : []).entries()) {
-    console.error(`  page ${i}: ${p.url()}`);
-    const dir = process.env.LEVEE_BROWSER_ARTIFACTS;
-    if (dir) {
-      try {
-        mkdirSync(dir, { recursive: true });
-        const file = join(dir, `failure-page-${i}.png`);
-        await p.screenshot({ path: file, fullPage: true, timeout: 5_000 });
-        console.error(`  screenshot: ${file}`);
-      } catch (shot) {
-        console.error(`  (no screenshot: ${shot.message})`);
-      }
-    }
-  }
-  process.exitCode = 1;
+  failed(e, pageErrors);
+  await keepPages(context, 'failure-page-');
 } finally {
   if (browser) {
     await browser.close().catch(() => {});

@@ -17,27 +17,14 @@
 // /usr/bin/chromium); LEVEE_BROWSER_ARTIFACTS (a folder for screenshots on failure).
 // Prints `ok - …` for each check; exits 1 with `FAILED: …` on the first that fails.
 
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { check, failed, keepPages, launchStep, newContext, noPageErrors, ok, required, step, timeChecks, unique, watchdog } from './lib.mjs';
 
 const WAIT = 45_000; // for any one element, publish or delivery; polls are every 10 s
 const WHOLE_RUN = 420_000;
 
-function required(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`FAILED: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
-
 let base = required('LEVEE_URL').replace(/\/+$/, '');
 const token = required('LEVEE_ADMIN_TOKEN');
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const unique = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 
 // The harness's answers to `@levee …`, one line each.
 const answers = [];
@@ -62,21 +49,7 @@ async function harness(command) {
   return answer;
 }
 
-let currentStep = 'starting';
-const started = Date.now();
-function ok(what) {
-  console.log(`ok - ${what} [${((Date.now() - started) / 1000).toFixed(1)} s]`);
-}
-function check(condition, what) {
-  if (!condition) {
-    throw new Error(what);
-  }
-}
-async function step(name, run) {
-  currentStep = name;
-  console.log(`# ${name}`);
-  return run();
-}
+timeChecks();
 
 async function api(method, path, body) {
   const response = await fetch(`${base}${path}`, {
@@ -126,11 +99,7 @@ async function count(page) {
   return /^\d+$/.test(text) ? Number(text) : null;
 }
 
-const watchdog = setTimeout(() => {
-  console.error(`FAILED: ${currentStep}: the run took over ${WHOLE_RUN / 1000} s`);
-  process.exit(1);
-}, WHOLE_RUN);
-watchdog.unref();
+watchdog(WHOLE_RUN);
 
 let browser;
 let context;
@@ -138,19 +107,8 @@ const pageErrors = [];
 // Idempotency-Keys the pages sent, per email in the payload.
 const keysByEmail = new Map();
 try {
-  browser = await step(`launch ${executablePath}`, () =>
-    chromium.launch({
-      executablePath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      timeout: WAIT,
-    }),
-  );
-  ok(`Chromium ${browser.version()} started`);
-  context = await browser.newContext({ viewport: { width: 390, height: 844 } });
-  context.setDefaultTimeout(WAIT);
-  context.setDefaultNavigationTimeout(WAIT);
-  context.on('page', (p) => p.on('pageerror', (e) => pageErrors.push(`${p.url()}: ${e.message}`)));
+  browser = await launchStep(WAIT);
+  context = await newContext(browser, WAIT, pageErrors, { viewport: { width: 390, height: 844 } });
   context.on('request', (request) => {
     const key = request.headers()['idempotency-key'];
     if (request.method() === 'POST' && key) {
@@ -289,29 +247,11 @@ try {
     ok('every attempt of each sign-up carried the same Idempotency-Key');
   });
 
-  check(pageErrors.length === 0, `JavaScript errors in the pages: ${pageErrors.join('; ')}`);
-  ok('no JavaScript errors in any page');
+  noPageErrors(pageErrors);
   console.log('all demo checks passed');
 } catch (e) {
-  console.error(`FAILED: ${currentStep}: ${e && e.message ? e.message : e}`);
-  if (pageErrors.length) {
-    console.error(`JavaScript errors in the pages: ${pageErrors.join('; ')}`);
-  }
-  for (const [i, p] of (context ? context.pages() : []).entries()) {
-    console.error(`  page ${i}: ${p.url()}`);
-    const dir = process.env.LEVEE_BROWSER_ARTIFACTS;
-    if (dir) {
-      try {
-        mkdirSync(dir, { recursive: true });
-        const file = join(dir, `demo-failure-page-${i}.png`);
-        await p.screenshot({ path: file, fullPage: true, timeout: 5_000 });
-        console.error(`  screenshot: ${file}`);
-      } catch (shot) {
-        console.error(`  (no screenshot: ${shot.message})`);
-      }
-    }
-  }
-  process.exitCode = 1;
+  failed(e, pageErrors);
+  await keepPages(context, 'demo-failure-page-');
 } finally {
   stdin.close();
   if (browser) {

@@ -12,30 +12,14 @@
 // /usr/bin/chromium); LEVEE_BROWSER_ARTIFACTS (a folder for a screenshot on failure).
 // Prints `ok - …` for each check; exits 1 with `FAILED: …` on the first that fails.
 
-import { readFileSync, mkdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, failed, launch, ok, screenshot, step, watchdog } from './lib.mjs';
 
 const WAIT = 20_000;
 const WHOLE_RUN = 120_000;
 const LEVEE_JS = readFileSync(new URL('../../crates/levee/assets/levee.js', import.meta.url));
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-let currentStep = 'starting';
-function ok(what) {
-  console.log(`ok - ${what}`);
-}
-function check(condition, what) {
-  if (!condition) {
-    throw new Error(what);
-  }
-}
-async function step(name, run) {
-  currentStep = name;
-  console.log(`# ${name}`);
-  return run();
-}
 async function until(what, test) {
   const deadline = Date.now() + WAIT;
   while (!(await test())) {
@@ -92,11 +76,7 @@ const server = createServer((req, res) => {
   });
 });
 
-const watchdog = setTimeout(() => {
-  console.error(`FAILED: ${currentStep}: the run took over ${WHOLE_RUN / 1000} s`);
-  process.exit(1);
-}, WHOLE_RUN);
-watchdog.unref();
+watchdog(WHOLE_RUN);
 
 let browser;
 let page;
@@ -104,12 +84,7 @@ const pageErrors = [];
 try {
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const base = `http://127.0.0.1:${server.address().port}`;
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    timeout: WAIT,
-  });
+  browser = await launch(WAIT);
   page = await browser.newPage();
   page.setDefaultTimeout(WAIT);
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -240,16 +215,12 @@ try {
   ok('no JavaScript errors');
   console.log('all levee.js checks passed');
 } catch (e) {
-  console.error(`FAILED: ${currentStep}: ${e && e.message ? e.message : e}`);
-  if (pageErrors.length) console.error(`JavaScript errors: ${pageErrors.join('; ')}`);
-  const dir = process.env.LEVEE_BROWSER_ARTIFACTS;
-  if (dir && page) {
+  failed(e, pageErrors, 'JavaScript errors');
+  if (page) {
     try {
-      mkdirSync(dir, { recursive: true });
-      await page.screenshot({ path: join(dir, 'kit-failure.png'), timeout: 5_000 });
+      await screenshot(page, 'kit-failure.png');
     } catch {}
   }
-  process.exitCode = 1;
 } finally {
   if (browser) await browser.close().catch(() => {});
   server.close();
