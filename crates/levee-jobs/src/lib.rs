@@ -32,8 +32,11 @@ use source::{Fetcher, Source};
 const RUNS_KEPT: usize = 10;
 /// How often a standby node tries for the scheduler lock.
 const STANDBY_RETRY: Duration = Duration::from_secs(5);
-/// How often the node holding the lock checks that it still does.
-const LOCK_CHECK: Duration = Duration::from_secs(5);
+/// How often the node holding the lock checks that it still does. With the check's own
+/// deadline (2 s) a holder that lost its lock stops before a standby can have taken it.
+const LOCK_CHECK: Duration = Duration::from_secs(1);
+/// How long a run may take beyond its source's timeout (transform, checks, publish).
+const RUN_GRACE: Duration = Duration::from_secs(30);
 
 /// A config problem in a job, with the key it concerns (`jobs[0].transform`).
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,9 @@ impl Job {
             if !errors.is_empty() {
                 return Err(format!("the schema rejects it: {}", errors.join("; ")));
             }
+        }
+        if document.is_null() {
+            return Err("the result is null".into());
         }
         let items = match document {
             Value::Array(items) => items.len(),
@@ -265,7 +271,10 @@ impl Jobs {
         let job = &self.jobs[index];
         let started_ms = self.clock.now();
         let started = Instant::now();
-        let result = self.attempt(job).await;
+        let deadline = job.timeout + RUN_GRACE;
+        let result = tokio::time::timeout(deadline, self.attempt(job))
+            .await
+            .unwrap_or_else(|_| Err(format!("the run took more than {} s", deadline.as_secs())));
         let (ok, changed, items, error) = match result {
             Ok((changed, items)) => (true, changed, Some(items), None),
             Err(e) => (false, false, None, Some(e)),
@@ -341,19 +350,24 @@ impl Jobs {
             let tasks: Vec<_> = (0..self.jobs.len())
                 .map(|i| tokio::spawn(self.clone().schedule(i, stop.clone())))
                 .collect();
-            loop {
+            let lost = loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = shutdown.cancelled() => break false,
                     () = tokio::time::sleep(LOCK_CHECK) => {
                         if !held.still_held().await {
                             tracing::warn!("lost the scheduler lock; standing by");
-                            break;
+                            break true;
                         }
                     }
                 }
-            }
+            };
             stop.cancel();
             for task in tasks {
+                // Another node may run the jobs now: a run in progress here must not
+                // publish after it. On shutdown a run in progress finishes.
+                if lost {
+                    task.abort();
+                }
                 let _ = task.await;
             }
             self.scheduler.store(false, Ordering::Relaxed);

@@ -8,6 +8,7 @@ use levee_config::{DataFormat, JobSource};
 use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Column, Row};
+use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
 /// The most a source may return. A vendor sending more is treated as a failure, not read
@@ -124,10 +125,15 @@ impl Fetcher {
                     }
                     body.extend_from_slice(&chunk);
                 }
-                parse(&body, csv)
+                parse_blocking(body, csv).await
             }
             Source::File { path, format } => {
-                let body = tokio::fs::read(path)
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let mut body = Vec::new();
+                file.take(MAX_SOURCE_BYTES as u64 + 1)
+                    .read_to_end(&mut body)
                     .await
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
                 if body.len() > MAX_SOURCE_BYTES {
@@ -140,7 +146,7 @@ impl Fetcher {
                     Some(f) => *f == DataFormat::Csv,
                     None => path.extension().is_some_and(|e| e == "csv"),
                 };
-                parse(&body, csv)
+                parse_blocking(body, csv).await
             }
             Source::Sql { query } => {
                 let pool = self
@@ -167,6 +173,13 @@ async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
         .max_connections(2)
         .connect(&url.replacen("mariadb:", "mysql:", 1))
         .await
+}
+
+/// Parsing up to [`MAX_SOURCE_BYTES`] takes a while: off the async threads.
+async fn parse_blocking(body: Vec<u8>, csv: bool) -> Result<Value, String> {
+    tokio::task::spawn_blocking(move || parse(&body, csv))
+        .await
+        .map_err(|e| format!("parsing failed: {e}"))?
 }
 
 fn parse(body: &[u8], csv: bool) -> Result<Value, String> {

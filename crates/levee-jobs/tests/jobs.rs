@@ -486,3 +486,29 @@ async fn one_scheduler_on_mysql_through_get_lock() {
     };
     one_scheduler_among_two_nodes(Lock::for_database(&url, "unused".into()), &url).await;
 }
+
+#[tokio::test]
+async fn a_null_result_is_a_failure_even_without_checks() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path();
+    std::fs::write(dir.join("in.json"), r#"{"places": [1]}"#).unwrap();
+    let job = json!({
+        "name": "places",
+        "schedule": "* * * * *",
+        "source": { "file": dir.join("in.json") },
+        "transform": ".places",
+        "path": "places.json"
+    });
+    let jobs = fixture.jobs(
+        &[job],
+        "sqlite::memory:",
+        fixture.file_lock(),
+        Clock::system(),
+    );
+    assert!(jobs.run_now("places").await.unwrap().ok);
+    // The vendor's error body has no "places": the filter gives null.
+    std::fs::write(dir.join("in.json"), r#"{"error": "maintenance"}"#).unwrap();
+    let run = jobs.run_now("places").await.unwrap();
+    assert_eq!(run.error.as_deref(), Some("the result is null"));
+    assert_eq!(fixture.published("places.json").await.unwrap(), json!([1]));
+}

@@ -137,7 +137,7 @@ impl Entry {
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
             );
-            // So a page on another origin can poll with If-None-Match (levee.js does).
+            // So a script on another origin can read the ETag.
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static("ETag"),

@@ -185,6 +185,7 @@
       var hiddenInterval = opts.hiddenInterval || Math.max(60000, interval);
       var maxDelay = opts.maxDelay || 300000;
       var etag = null;
+      var cross = new URL(url, location.href).origin !== location.origin;
       var last; // the text last handed to onChange; undefined before the first
       var failures = 0;
       var timer = null;
@@ -206,13 +207,12 @@
         busy = true;
         clearTimeout(timer);
         try {
-          // Our own If-None-Match (cache: no-store), so a 304 reaches us rather than being
-          // answered from the browser's cache. Only with an ETag we could read: a header
-          // of our own on a cross-origin GET would cost a preflight.
-          var response = await fetch(url, {
-            headers: etag ? { 'If-None-Match': etag } : {},
-            cache: 'no-store'
-          });
+          // Same origin: our own If-None-Match (cache: no-store), so a 304 reaches us.
+          // Cross-origin that header would need a CORS preflight, so the browser
+          // revalidates its cached copy itself (no-cache) and we compare the text.
+          var response = await fetch(url, cross
+            ? { cache: 'no-cache' }
+            : { headers: etag ? { 'If-None-Match': etag } : {}, cache: 'no-store' });
           if (response.status !== 304) {
             var text;
             if (response.status === 404) text = 'null';
@@ -228,6 +228,7 @@
           failures = 0;
         } catch (e) {
           failures++;
+          etag = null;
           if (opts.onError) opts.onError(e);
         }
         busy = false;

@@ -60,24 +60,38 @@ async fn blog(cms: &Cms) {
 async fn zip_codes(store: &Store, rules: &CacheRules) {
     let csv =
         std::env::var_os("LEVEE_DEMO_ZIPS").map_or_else(|| PathBuf::from(ZIP_CSV), PathBuf::from);
-    let Ok(file) = std::fs::File::open(&csv) else {
-        tracing::info!(
-            csv = %csv.display(),
-            "demo: no ZIP code data, so no pre-fill (run levee from its repository, or set LEVEE_DEMO_ZIPS)"
-        );
-        return;
-    };
     let options = ShardOptions {
         key: "zip".into(),
         out: "zip/{key}.json".into(),
         fields: Some(vec!["zip".into(), "city".into(), "state".into()]),
     };
-    let (files, _) = match shard::shard(std::io::BufReader::new(file), &options, rules) {
-        Ok(sharded) => sharded,
-        Err(e) => {
+    // 41,749 rows: read and split off the async threads.
+    let (read, rules_for_shard) = (options.clone(), rules.clone());
+    let path = csv.clone();
+    let sharded = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).ok()?;
+        Some(shard::shard(
+            std::io::BufReader::new(file),
+            &read,
+            &rules_for_shard,
+        ))
+    })
+    .await
+    .ok()
+    .flatten();
+    let files = match sharded {
+        None => {
+            tracing::info!(
+                csv = %csv.display(),
+                "demo: no ZIP code data, so no pre-fill (run levee from its repository, or set LEVEE_DEMO_ZIPS)"
+            );
+            return;
+        }
+        Some(Err(e)) => {
             tracing::warn!(csv = %csv.display(), error = %e, "demo: cannot read the ZIP codes");
             return;
         }
+        Some(Ok((files, _))) => files,
     };
     let sync_options = SyncOptions {
         scope: options.scope(),

@@ -155,9 +155,9 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
         crate::demo::spawn(cms.clone(), store.clone(), rules);
     }
     let jobs = crate::jobs::open(&config, publisher.clone())?;
-    if roles.contains(&Role::Scheduler) {
-        tokio::spawn(jobs.clone().run(shutdown.clone()));
-    }
+    let scheduler = roles
+        .contains(&Role::Scheduler)
+        .then(|| tokio::spawn(jobs.clone().run(shutdown.clone())));
     let drain = Arc::new(Drain::new(queue.clone(), sink, control.clone(), drains));
     let workers = if roles.contains(&Role::Worker) {
         drain.spawn(&shutdown)
@@ -233,6 +233,10 @@ async fn serve(config: Config, roles: &[Role], demo: bool) -> anyhow::Result<()>
     shutdown.cancel();
     for worker in workers {
         let _ = worker.await;
+    }
+    // A job run in progress finishes and publishes.
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
     }
     queue.close().await;
     tracing::info!("levee stopped");
