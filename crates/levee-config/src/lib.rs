@@ -643,19 +643,8 @@ impl Config {
 
         let mut collection_names = HashSet::new();
         for (i, c) in self.collections.iter().enumerate() {
-            if !is_stream_name(&c.name) {
-                p(
-                    format!("collections[{i}].name"),
-                    format!(
-                        "{:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
-                        c.name
-                    ),
-                );
-            } else if !collection_names.insert(c.name.as_str()) {
-                p(
-                    format!("collections[{i}].name"),
-                    format!("{:?} is declared twice", c.name),
-                );
+            if let Some(message) = name_problem(&c.name, &mut collection_names) {
+                p(format!("collections[{i}].name"), message);
             }
             if let SchemaSource::Inline(schema) = &c.schema
                 && let Err(e) = compile_schema(schema)
@@ -670,16 +659,8 @@ impl Config {
         let mut job_names = HashSet::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let key = |field: &str| format!("jobs[{i}].{field}");
-            if !is_stream_name(&job.name) {
-                p(
-                    key("name"),
-                    format!(
-                        "{:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
-                        job.name
-                    ),
-                );
-            } else if !job_names.insert(job.name.as_str()) {
-                p(key("name"), format!("{:?} is declared twice", job.name));
+            if let Some(message) = name_problem(&job.name, &mut job_names) {
+                p(key("name"), message);
             }
             if let Err(e) = job.schedule.parse::<croner::Cron>() {
                 p(
@@ -751,16 +732,8 @@ impl Config {
         let mut names = HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let key = |field: &str| format!("streams[{i}].{field}");
-            if !is_stream_name(&s.name) {
-                p(
-                    key("name"),
-                    format!(
-                        "{:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
-                        s.name
-                    ),
-                );
-            } else if !names.insert(s.name.as_str()) {
-                p(key("name"), format!("{:?} is declared twice", s.name));
+            if let Some(message) = name_problem(&s.name, &mut names) {
+                p(key("name"), message);
             }
             if !is_identifier(s.table()) {
                 p(
@@ -860,6 +833,19 @@ pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
         .should_validate_formats(true)
         .build(schema)
         .map_err(|e| e.to_string())
+}
+
+/// What is wrong with a stream, collection or job name, given the names seen before it.
+fn name_problem<'a>(name: &'a str, seen: &mut HashSet<&'a str>) -> Option<String> {
+    if !is_stream_name(name) {
+        Some(format!(
+            "{name:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"
+        ))
+    } else if !seen.insert(name) {
+        Some(format!("{name:?} is declared twice"))
+    } else {
+        None
+    }
 }
 
 fn is_stream_name(name: &str) -> bool {
