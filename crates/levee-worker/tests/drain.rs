@@ -282,15 +282,10 @@ macro_rules! suite {
 
 suite!(sqlite, postgres, mysql);
 
-/// Shutdown in the middle of a slow write: the batch in hand is finished and acked, and
-/// nothing more is taken.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_the_batch_in_hand() {
-    let Some(s) = setup("postgres").await else {
-        return;
-    };
+/// A drain of one worker, batches of 10, into a PostgreSQL table that takes a second per
+/// statement (a trigger sleeps), with 30 messages queued. Drop with [`drop_slow`].
+async fn slow_drain(s: &Setup, control: Arc<Control>) -> Arc<Drain> {
     let t = s.sink.quoted(s.table());
-    // A database that takes a second per statement (PostgreSQL can sleep in a trigger).
     let slow = s.sink.quoted(&format!("{}_slow", s.table()));
     s.sink
         .execute(&format!(
@@ -310,7 +305,7 @@ async fn shutdown_finishes_the_batch_in_hand() {
     let drain = Arc::new(Drain::new(
         s.queue.clone(),
         s.sink.clone(),
-        s.control(),
+        control,
         vec![stream],
     ));
     s.send(
@@ -319,7 +314,27 @@ async fn shutdown_finishes_the_batch_in_hand() {
             .collect(),
     )
     .await;
+    drain
+}
 
+async fn drop_slow(s: &Setup) {
+    let t = s.sink.quoted(s.table());
+    let slow = s.sink.quoted(&format!("{}_slow", s.table()));
+    s.sink.execute(&format!("DROP TABLE {t}")).await.unwrap();
+    s.sink
+        .execute(&format!("DROP FUNCTION {slow}"))
+        .await
+        .unwrap();
+}
+
+/// Shutdown in the middle of a slow write: the batch in hand is finished and acked, and
+/// nothing more is taken (the batch received meanwhile is handed back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_batch_in_hand() {
+    let Some(s) = setup("postgres").await else {
+        return;
+    };
+    let drain = slow_drain(&s, s.control()).await;
     let shutdown = CancellationToken::new();
     let workers = drain.spawn(&shutdown);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -338,9 +353,41 @@ async fn shutdown_finishes_the_batch_in_hand() {
         (20, 0),
         "it was acked, and nothing more was taken"
     );
-    s.sink.execute(&format!("DROP TABLE {t}")).await.unwrap();
-    s.sink
-        .execute(&format!("DROP FUNCTION {slow}"))
-        .await
-        .unwrap();
+    drop_slow(&s).await;
+}
+
+/// A pause in the middle of a slow write: the batch in hand is finished, the one received
+/// meanwhile is handed back at once (not held, not written), and resume drains the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_mid_write_hands_back_the_next_batch() {
+    let Some(s) = setup("postgres").await else {
+        return;
+    };
+    let control = s.control();
+    let drain = slow_drain(&s, control.clone()).await;
+    let shutdown = CancellationToken::new();
+    let workers = drain.spawn(&shutdown);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    control.pause(Some("signups"), None).unwrap();
+    // The write in hand takes a second; then the worker sees the pause.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stats = s.queue.stats("signups").await.unwrap();
+    assert_eq!(
+        s.sink.count(s.table()).await.unwrap(),
+        10,
+        "only the batch in hand was written"
+    );
+    assert_eq!(
+        (stats.depth, stats.in_flight),
+        (20, 0),
+        "the batch received ahead was handed back"
+    );
+    control.resume(None).unwrap();
+    s.drained().await;
+    assert_eq!(s.sink.count(s.table()).await.unwrap(), 30);
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    drop_slow(&s).await;
 }
