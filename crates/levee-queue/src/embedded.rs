@@ -10,13 +10,21 @@
 //! in its own savepoint, so one failure doesn't undo the others) and commits once. Requests
 //! that arrive while a commit is being fsynced form the next group, so throughput is not
 //! capped by the disk's fsync rate. A reply, and so a 202, leaves only after the commit that
-//! holds it; only a receive that read committed messages and wrote nothing is answered
-//! before.
+//! holds it.
 //!
 //! The queue lives in its own directory, apart from the SQL database, and is locked by one
 //! process at a time. Because of that lock a lease can never outlive the process holding it,
 //! so leases are kept in memory, not on disk: receiving is a read, and a process that dies
 //! takes its leases with it (its messages are visible again as soon as the queue reopens).
+//!
+//! Receives therefore do not go through the writer: they read the last commit on a
+//! connection of their own and lease under the leases' lock, so they never wait for an
+//! fsync. (Only when leases ran out does a receive go to the writer, which must record the
+//! failed attempts first.) Two rules keep such reads right while the writer works ahead of
+//! its commit: a lease the writer ends in a change not yet committed (an ack deletes the
+//! row, a nack delays it) is marked *settling* until the commit, and receives skip it; and
+//! a message the writer makes visible (a send, a nack, a redrive) moves the receive cursor
+//! back only once committed, when receives can see it.
 //! What must survive a crash is written when a delivery fails: a nack, or a lease that ran
 //! out, writes the attempt, the retry delay and the error, so a message that keeps failing
 //! is still dead-lettered after `max_attempts`. A delivery cut short by a crash is not
@@ -71,6 +79,9 @@ pub struct EmbeddedQueue {
     /// Reads (stats, state, dead letters) use their own connection: WAL readers never wait
     /// for the writer.
     reader: Arc<Mutex<Connection>>,
+    /// Receives read with another one, so a receive never waits for the writer's fsync:
+    /// leases live in memory, and receiving writes nothing unless leases ran out.
+    receiver: Arc<Mutex<Connection>>,
     shared: Arc<Mutex<HashMap<String, QueueState>>>,
     /// The writer's leases by queue id, which stats and state read to tell in flight from
     /// queued.
@@ -89,27 +100,36 @@ struct QueueState {
     /// Messages not yet acked: queued, delayed or in flight.
     live: u64,
     dead: u64,
+}
+
+/// What one queue has in flight, shared by the writer and the receivers under one lock.
+#[derive(Debug)]
+struct Leases {
+    /// The leases, by message seq. (Seqs come from SQLite, not from users: a fast hash is
+    /// safe, and measurably cheaper than SipHash at a few lookups per message.)
+    held: foldhash::HashMap<i64, Lease>,
+    /// `(until, seq)` of every lease, soonest first, to find the ones that ran out.
+    expiry: BTreeSet<(i64, i64)>,
+    /// Messages whose lease the writer ended in a change it has not committed yet (an ack,
+    /// a nack, a lease that ran out). A receiver reads the last commit, where they are still
+    /// as they were, so it skips them until the writer's commit settles them.
+    settling: foldhash::HashSet<i64>,
     /// Where the next receive starts reading the `messages_ready` index, a
     /// `(visible_at, seq)`: every visible message that is not leased sorts after it, so a
     /// receive does not walk over the messages in flight. Lowered whenever a message
-    /// becomes visible again or is added (`reveal`).
+    /// becomes visible again or is added (`reveal`), once that is committed.
     cursor: (i64, i64),
 }
 
-impl QueueState {
-    /// The message `seq` is visible (now or once `visible_at` comes) and not leased: move
-    /// the receive cursor back before it if needed.
-    fn reveal(&mut self, visible_at: i64, seq: i64) {
-        self.cursor = self.cursor.min((visible_at, seq.saturating_sub(1)));
+impl Default for Leases {
+    fn default() -> Self {
+        Leases {
+            held: Default::default(),
+            expiry: BTreeSet::new(),
+            settling: Default::default(),
+            cursor: (i64::MIN, i64::MIN),
+        }
     }
-}
-
-/// The leases of one queue, by message seq.
-#[derive(Debug, Default)]
-struct Leases {
-    held: HashMap<i64, Lease>,
-    /// `(until, seq)` of every lease, soonest first, to find the ones that ran out.
-    expiry: BTreeSet<(i64, i64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +166,17 @@ impl Leases {
         before
     }
 
+    /// The message `seq` is visible (now or once `visible_at` comes) and not leased: move
+    /// the receive cursor back before it if needed.
+    fn reveal(&mut self, visible_at: i64, seq: i64) {
+        self.cursor = self.cursor.min((visible_at, seq.saturating_sub(1)));
+    }
+
+    /// Whether some leases ran out: they must be settled, by the writer, before a receive.
+    fn expired(&self, now: i64) -> bool {
+        self.expiry.first().is_some_and(|(until, _)| *until <= now)
+    }
+
     /// Leases still running at `now` (one that ran out but was not reclaimed yet counts as
     /// queued).
     fn in_flight(&self, now: i64) -> u64 {
@@ -156,6 +187,71 @@ impl Leases {
 
     fn holds(&self, seq: i64, now: i64) -> bool {
         self.held.get(&seq).is_some_and(|l| l.until > now)
+    }
+
+    /// Lease up to `max` visible messages from the cursor on, reading through `conn`: the
+    /// writer's own connection, or a receiver's, which sees the last commit. Returns them
+    /// with their seqs.
+    fn take(
+        &mut self,
+        conn: &Connection,
+        queue: i64,
+        now: i64,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<(i64, Delivery)>> {
+        let mut select = conn
+            .prepare_cached(
+                "SELECT seq, id, payload, enqueued_at, visible_at, attempts FROM messages
+                 WHERE queue = ?1 AND visible_at <= ?2 AND (visible_at, seq) > (?3, ?4)
+                 ORDER BY visible_at, seq",
+            )
+            .map_err(storage)?;
+        let mut cursor = self.cursor;
+        let mut rows = select
+            .query(params![queue, now, cursor.0, cursor.1])
+            .map_err(storage)?;
+        // One lease token for the whole batch.
+        let lease = Lease {
+            token: rand::random(),
+            until: now + lease.as_millis() as i64,
+            visible_at: 0,
+            attempts: 0,
+        };
+        let mut out = Vec::with_capacity(max.min(1024));
+        while out.len() < max
+            && let Some(row) = rows.next().map_err(storage)?
+        {
+            let (seq, visible_at): (i64, i64) = (col(row, 0)?, col(row, 4)?);
+            cursor = (visible_at, seq);
+            // Only after a message came back can leased ones lie past the cursor. A settling
+            // one that stays visible (a nack, a lease that ran out) is revealed again by the
+            // writer's commit.
+            if self.held.contains_key(&seq) || self.settling.contains(&seq) {
+                continue;
+            }
+            let attempts: u32 = col(row, 5)?;
+            out.push((
+                seq,
+                Delivery {
+                    id: col(row, 1)?,
+                    payload: col(row, 2)?,
+                    enqueued_at: from_ms(col(row, 3)?),
+                    attempts: attempts + 1,
+                    receipt: Receipt(format!("{seq}:{}", lease.token)),
+                },
+            ));
+            self.set(
+                seq,
+                Some(Lease {
+                    visible_at,
+                    attempts,
+                    ..lease
+                }),
+            );
+        }
+        self.cursor = cursor;
+        Ok(out)
     }
 }
 
@@ -174,8 +270,6 @@ enum Command {
     Receive(String, usize, Duration, Reply<Vec<Delivery>>),
     Ack(String, Vec<Receipt>, Reply<()>),
     Nack(String, Receipt, Duration, String, Reply<()>),
-    Release(String, Vec<Receipt>, Reply<()>),
-    Extend(String, Receipt, Duration, Reply<bool>),
     Redrive(String, Option<Vec<String>>, Reply<u64>),
     Purge(String, Option<Vec<String>>, Reply<u64>),
     Close(oneshot::Sender<()>),
@@ -243,10 +337,15 @@ impl EmbeddedQueue {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(storage)?;
 
-        let reader = Connection::open(&path).map_err(storage)?;
-        reader
-            .execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
-            .map_err(storage)?;
+        let read_only = || -> Result<Connection> {
+            let conn = Connection::open(&path).map_err(storage)?;
+            conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
+                .map_err(storage)?;
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+                .map_err(storage)?;
+            Ok(conn)
+        };
+        let (reader, receiver) = (read_only()?, read_only()?);
 
         let shared = Arc::new(Mutex::new(HashMap::new()));
         let leases = Arc::new(Mutex::new(HashMap::new()));
@@ -270,6 +369,7 @@ impl EmbeddedQueue {
         Ok(EmbeddedQueue {
             commands: tx,
             reader: Arc::new(Mutex::new(reader)),
+            receiver: Arc::new(Mutex::new(receiver)),
             shared,
             leases,
             arrivals,
@@ -291,12 +391,18 @@ impl EmbeddedQueue {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = lock(&reader);
-            f(&conn).map_err(storage)
-        })
-        .await
-        .map_err(|e| QueueError::Backend(e.to_string()))?
+        blocking(move || f(&lock(&reader)).map_err(storage)).await
+    }
+
+    /// Run `f` on the leases of `queue`, off the async threads: the writer holds their lock
+    /// while it runs a group's commands.
+    async fn with_leases<T: Send + 'static>(
+        &self,
+        queue: &str,
+        f: impl FnOnce(&mut Leases) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (id, leases) = (self.queue(queue)?.id, self.leases.clone());
+        blocking(move || Ok(f(lock(&leases).entry(id).or_default()))).await
     }
 
     fn queue(&self, queue: &str) -> Result<QueueState> {
@@ -337,8 +443,28 @@ impl Queue for EmbeddedQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.call(|r| Command::Receive(queue.to_owned(), max, lease, r))
-            .await
+        // Read from the last commit, unless leases ran out: settling them writes, which is
+        // the writer's job.
+        let (id, leases) = (self.queue(queue)?.id, self.leases.clone());
+        let receiver = self.receiver.clone();
+        let read = blocking(move || {
+            let conn = lock(&receiver);
+            let mut leases = lock(&leases);
+            let leases = leases.entry(id).or_default();
+            let now = now_ms();
+            if leases.expired(now) {
+                return Ok(None);
+            }
+            let taken = leases.take(&conn, id, now, max, lease)?;
+            Ok(Some(taken.into_iter().map(|(_, d)| d).collect()))
+        });
+        match read.await? {
+            Some(batch) => Ok(batch),
+            None => {
+                self.call(|r| Command::Receive(queue.to_owned(), max, lease, r))
+                    .await
+            }
+        }
     }
 
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
@@ -372,13 +498,31 @@ impl Queue for EmbeddedQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        self.call(|r| Command::Release(queue.to_owned(), receipts.to_vec(), r))
-            .await
+        // Leases only, nothing to write: the messages are visible again at their old place,
+        // and their attempts on disk never counted this delivery.
+        let receipts = receipts.to_vec();
+        self.with_leases(queue, move |leases| {
+            for receipt in &receipts {
+                if let Some((seq, lease)) = leases.get(receipt) {
+                    leases.set(seq, None);
+                    leases.reveal(lease.visible_at, seq);
+                }
+            }
+        })
+        .await
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<bool> {
-        self.call(|r| Command::Extend(queue.to_owned(), receipt.clone(), lease, r))
-            .await
+        let receipt = receipt.clone();
+        self.with_leases(queue, move |leases| {
+            let Some((seq, held)) = leases.get(&receipt) else {
+                return false;
+            };
+            let until = now_ms() + lease.as_millis() as i64;
+            leases.set(seq, Some(Lease { until, ..held }));
+            true
+        })
+        .await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
@@ -640,13 +784,12 @@ impl Writer {
         let mut closing = None;
         let free_disk = self.free_disk();
         let mut undo = Vec::new();
+        let mut settle = Settle::default();
 
         let outcome = (|| -> rusqlite::Result<()> {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Held for the commands, not for the commit: stats and state wait at most that.
-            let mut leases = lock(&self.leases);
             // Whether this group may have added messages yet (see `answered_now` below).
             let mut adding = false;
             for command in group {
@@ -655,8 +798,9 @@ impl Writer {
                 let mut ctx = Ctx {
                     now,
                     queues: &mut queues,
-                    leases: &mut leases,
+                    leases: &self.leases,
                     undo: &mut undo,
+                    settle: &mut settle,
                     free_disk,
                     options: &self.options,
                 };
@@ -694,11 +838,6 @@ impl Writer {
                         r,
                         savepoint(&mut tx, |tx| ctx.nack(tx, &q, &receipt, delay, &error)),
                     ),
-                    // Leases only: nothing to write.
-                    Command::Release(q, receipts, r) => pending(r, ctx.release(&q, &receipts)),
-                    Command::Extend(q, receipt, lease, r) => {
-                        pending(r, ctx.extend(&q, &receipt, lease))
-                    }
                     Command::Redrive(q, ids, r) => pending(
                         r,
                         savepoint(&mut tx, |tx| ctx.redrive(tx, &q, ids.as_deref())),
@@ -716,7 +855,7 @@ impl Writer {
                     if let Some(snapshot) = snapshot {
                         queues = snapshot;
                     }
-                    undo_leases(&mut leases, undo.drain(mark..));
+                    undo_leases(&mut lock(&self.leases), undo.drain(mark..));
                 }
                 if answered_now {
                     undo.truncate(mark);
@@ -733,7 +872,6 @@ impl Writer {
                     ));
                 }
             }
-            drop(leases);
             tx.commit()
         })();
 
@@ -742,16 +880,18 @@ impl Writer {
                 let added = queues
                     .iter()
                     .any(|(q, s)| self.queues.get(q).is_none_or(|old| s.live > old.live));
+                self.queues = queues;
+                *lock(&self.shared) = self.queues.clone();
+                settle.apply(&mut lock(&self.leases), None);
+                // After the reveals, so that a woken receive starts before the new messages.
                 if added {
                     self.arrivals.send_modify(|n| *n += 1);
                 }
-                self.queues = queues;
-                *lock(&self.shared) = self.queues.clone();
                 None
             }
             Err(e) => {
                 tracing::error!(error = %e, "queue commit failed");
-                undo_leases(&mut lock(&self.leases), undo.drain(..));
+                settle.apply(&mut lock(&self.leases), Some(undo.drain(..)));
                 Some(storage(e))
             }
         };
@@ -796,20 +936,56 @@ fn savepoint<T>(tx: &mut Transaction<'_>, f: impl FnOnce(&Connection) -> Result<
     }
 }
 
-/// Put leases back as they were, newest change first.
+/// Put leases back as they were, newest change first. A message leased by the undone change
+/// is visible again.
 fn undo_leases(leases: &mut HashMap<i64, Leases>, undo: impl DoubleEndedIterator<Item = Undo>) {
     for u in undo.rev() {
-        leases.entry(u.queue).or_default().set(u.seq, u.before);
+        let leases = leases.entry(u.queue).or_default();
+        if let (Some(lease), None) = (leases.set(u.seq, u.before), u.before) {
+            leases.reveal(lease.visible_at, u.seq);
+        }
+    }
+}
+
+/// What a group's commit settles in the leases, applied once the commit is done.
+#[derive(Default)]
+struct Settle {
+    /// `(queue, seq)` of messages whose lease ended in the group (see `Leases::settling`).
+    settled: Vec<(i64, i64)>,
+    /// `(queue, visible_at, seq)` of messages the group made visible: a receiver sees them
+    /// only once committed, and must not move its cursor past them before.
+    reveals: Vec<(i64, i64, i64)>,
+}
+
+impl Settle {
+    /// After a commit (`undo` is `None`), or after a failed one, whose lease changes are
+    /// undone.
+    fn apply(self, leases: &mut HashMap<i64, Leases>, undo: Option<std::vec::Drain<'_, Undo>>) {
+        match undo {
+            None => {
+                for (queue, visible_at, seq) in self.reveals {
+                    leases.entry(queue).or_default().reveal(visible_at, seq);
+                }
+            }
+            Some(undo) => undo_leases(leases, undo),
+        }
+        for (queue, seq) in self.settled {
+            if let Some(leases) = leases.get_mut(&queue) {
+                leases.settling.remove(&seq);
+            }
+        }
     }
 }
 
 /// What one command may touch: the group's working copy of the queues' state, and the
-/// leases with their undo log.
+/// leases with their undo log. The leases are locked for each change, never across a
+/// statement that writes: receivers wait for the lock, and must not wait for the disk.
 struct Ctx<'a> {
     now: i64,
     queues: &'a mut HashMap<String, QueueState>,
-    leases: &'a mut HashMap<i64, Leases>,
+    leases: &'a Mutex<HashMap<i64, Leases>>,
     undo: &'a mut Vec<Undo>,
+    settle: &'a mut Settle,
     free_disk: u64,
     options: &'a EmbeddedOptions,
 }
@@ -821,27 +997,46 @@ impl Ctx<'_> {
             .ok_or_else(|| QueueError::UnknownQueue(name.to_owned()))
     }
 
-    fn leases(&mut self, queue: i64) -> &mut Leases {
-        self.leases.entry(queue).or_default()
-    }
-
-    /// The lease a receipt proves, unless it is stale.
-    fn lease(&mut self, queue: i64, receipt: &Receipt) -> Option<(i64, Lease)> {
-        self.leases(queue).get(receipt)
+    fn with_leases<T>(&self, queue: i64, f: impl FnOnce(&mut Leases) -> T) -> T {
+        f(lock(self.leases).entry(queue).or_default())
     }
 
     /// Whether some of the queue's leases ran out.
     fn expired(&self, name: &str) -> bool {
         self.queues
             .get(name)
-            .and_then(|q| self.leases.get(&q.id))
-            .and_then(|l| l.expiry.first())
-            .is_some_and(|(until, _)| *until <= self.now)
+            .is_some_and(|q| self.with_leases(q.id, |l| l.expired(self.now)))
     }
 
-    fn set_lease(&mut self, queue: i64, seq: i64, lease: Option<Lease>) {
-        let before = self.leases(queue).set(seq, lease);
-        self.undo.push(Undo { queue, seq, before });
+    /// End the leases `select` picks, in a change to their messages that receivers see
+    /// only once committed. Returns them, by seq.
+    fn end_leases(
+        &mut self,
+        queue: i64,
+        select: impl FnOnce(&Leases) -> Vec<(i64, Lease)>,
+    ) -> Vec<(i64, Lease)> {
+        let ended = self.with_leases(queue, |leases| {
+            let ended = select(leases);
+            for &(seq, _) in &ended {
+                leases.set(seq, None);
+                leases.settling.insert(seq);
+            }
+            ended
+        });
+        for &(seq, lease) in &ended {
+            self.settle.settled.push((queue, seq));
+            self.undo.push(Undo {
+                queue,
+                seq,
+                before: Some(lease),
+            });
+        }
+        ended
+    }
+
+    /// The message is visible (now or at `visible_at`) once the group commits.
+    fn reveal(&mut self, queue: i64, visible_at: i64, seq: i64) {
+        self.settle.reveals.push((queue, visible_at, seq));
     }
 
     fn declare(&mut self, tx: &Connection, spec: QueueSpec) -> Result<()> {
@@ -863,11 +1058,12 @@ impl Ctx<'_> {
                     max_depth: spec.max_depth,
                     live: count("SELECT COUNT(*) FROM messages WHERE queue = ?1", id)?,
                     dead: count("SELECT COUNT(*) FROM dead_letters WHERE queue = ?1", id)?,
-                    cursor: (i64::MIN, i64::MIN),
                 })
             })
             .map_err(write_error)?;
         self.queues.insert(spec.name, state);
+        // Receives start again from the first message.
+        self.reveal(state.id, i64::MIN, i64::MIN);
         Ok(())
     }
 
@@ -914,10 +1110,11 @@ impl Ctx<'_> {
         }
         if added > 0 {
             queue.live += added;
+            let id = queue.id;
             // New messages are visible at `now`. They usually sort after the cursor already,
             // but not if the clock stepped back, or if they reuse the seqs of the newest
             // messages, acked in the same millisecond.
-            queue.reveal(now, i64::MIN);
+            self.reveal(id, now, i64::MIN);
         }
         Ok(())
     }
@@ -930,51 +1127,17 @@ impl Ctx<'_> {
         lease: Duration,
     ) -> Result<Vec<Delivery>> {
         self.reclaim(tx, name)?;
-        let queue = *self.queue(name)?;
-        let mut select = tx
-            .prepare_cached(
-                "SELECT seq, id, payload, enqueued_at, visible_at, attempts FROM messages
-                 WHERE queue = ?1 AND visible_at <= ?2 AND (visible_at, seq) > (?3, ?4)
-                 ORDER BY visible_at, seq",
-            )
-            .map_err(storage)?;
-        let mut cursor = queue.cursor;
-        let mut rows = select
-            .query(params![queue.id, self.now, cursor.0, cursor.1])
-            .map_err(storage)?;
-        // One lease token for the whole batch.
-        let lease = Lease {
-            token: rand::random(),
-            until: self.now + lease.as_millis() as i64,
-            visible_at: 0,
-            attempts: 0,
-        };
-        let mut out = Vec::with_capacity(max.min(1024));
-        while out.len() < max
-            && let Some(row) = rows.next().map_err(storage)?
-        {
-            let (seq, visible_at): (i64, i64) = (col(row, 0)?, col(row, 4)?);
-            cursor = (visible_at, seq);
-            // Only after a message came back can leased ones lie past the cursor.
-            if self.leases(queue.id).held.contains_key(&seq) {
-                continue;
-            }
-            let attempts: u32 = col(row, 5)?;
-            out.push(Delivery {
-                id: col(row, 1)?,
-                payload: col(row, 2)?,
-                enqueued_at: from_ms(col(row, 3)?),
-                attempts: attempts + 1,
-                receipt: Receipt(format!("{seq}:{}", lease.token)),
+        let (queue, now) = (self.queue(name)?.id, self.now);
+        let taken = self.with_leases(queue, |l| l.take(tx, queue, now, max, lease))?;
+        let mut out = Vec::with_capacity(taken.len());
+        for (seq, delivery) in taken {
+            self.undo.push(Undo {
+                queue,
+                seq,
+                before: None,
             });
-            let lease = Lease {
-                visible_at,
-                attempts,
-                ..lease
-            };
-            self.set_lease(queue.id, seq, Some(lease));
+            out.push(delivery);
         }
-        self.queue(name)?.cursor = cursor;
         Ok(out)
     }
 
@@ -982,15 +1145,15 @@ impl Ctx<'_> {
     /// visible again in its old place, or dead if that was its last attempt.
     fn reclaim(&mut self, tx: &Connection, name: &str) -> Result<()> {
         let (now, queue) = (self.now, *self.queue(name)?);
-        let leases = self.leases(queue.id);
-        let expired: Vec<(i64, Lease)> = leases
-            .expiry
-            .iter()
-            .take_while(|(until, _)| *until <= now)
-            .map(|(_, seq)| (*seq, leases.held[seq]))
-            .collect();
+        let expired = self.end_leases(queue.id, |leases| {
+            leases
+                .expiry
+                .iter()
+                .take_while(|(until, _)| *until <= now)
+                .map(|(_, seq)| (*seq, leases.held[seq]))
+                .collect()
+        });
         for (seq, lease) in expired {
-            self.set_lease(queue.id, seq, None);
             let attempts = lease.attempts + 1;
             if attempts >= queue.max_attempts {
                 self.bury(tx, name, seq, attempts, None)?;
@@ -999,7 +1162,7 @@ impl Ctx<'_> {
             tx.prepare_cached("UPDATE messages SET attempts = ?2 WHERE seq = ?1")
                 .and_then(|mut s| s.execute(params![seq, attempts]))
                 .map_err(write_error)?;
-            self.queue(name)?.reveal(lease.visible_at, seq);
+            self.reveal(queue.id, lease.visible_at, seq);
         }
         Ok(())
     }
@@ -1035,11 +1198,10 @@ impl Ctx<'_> {
 
     fn ack(&mut self, tx: &Connection, name: &str, receipts: &[Receipt]) -> Result<()> {
         let id = self.queue(name)?.id;
-        let seqs: Vec<i64> = receipts
-            .iter()
-            .filter_map(|r| self.lease(id, r))
-            .map(|(seq, _)| seq)
-            .collect();
+        let ended = self.end_leases(id, |leases| {
+            receipts.iter().filter_map(|r| leases.get(r)).collect()
+        });
+        let seqs: Vec<i64> = ended.into_iter().map(|(seq, _)| seq).collect();
         if seqs.is_empty() {
             return Ok(());
         }
@@ -1051,9 +1213,6 @@ impl Ctx<'_> {
             .prepare_cached(&sql)
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(&seqs)))
             .map_err(write_error)? as u64;
-        for seq in seqs {
-            self.set_lease(id, seq, None);
-        }
         let queue = self.queue(name)?;
         queue.live = queue.live.saturating_sub(removed);
         Ok(())
@@ -1068,10 +1227,10 @@ impl Ctx<'_> {
         error: &str,
     ) -> Result<()> {
         let queue = *self.queue(name)?;
-        let Some((seq, lease)) = self.lease(queue.id, receipt) else {
+        let ended = self.end_leases(queue.id, |leases| leases.get(receipt).into_iter().collect());
+        let Some(&(seq, lease)) = ended.first() else {
             return Ok(());
         };
-        self.set_lease(queue.id, seq, None);
         let attempts = lease.attempts + 1;
         if attempts >= queue.max_attempts {
             return self.bury(tx, name, seq, attempts, Some(error));
@@ -1082,31 +1241,8 @@ impl Ctx<'_> {
             params![seq, visible_at, attempts, error],
         )
         .map_err(write_error)?;
-        self.queue(name)?.reveal(visible_at, seq);
+        self.reveal(queue.id, visible_at, seq);
         Ok(())
-    }
-
-    /// Leases end in memory only: the messages are visible again at their old place, and
-    /// their attempts on disk never counted this delivery.
-    fn release(&mut self, name: &str, receipts: &[Receipt]) -> Result<()> {
-        let id = self.queue(name)?.id;
-        for receipt in receipts {
-            if let Some((seq, lease)) = self.lease(id, receipt) {
-                self.set_lease(id, seq, None);
-                self.queue(name)?.reveal(lease.visible_at, seq);
-            }
-        }
-        Ok(())
-    }
-
-    fn extend(&mut self, name: &str, receipt: &Receipt, lease: Duration) -> Result<bool> {
-        let id = self.queue(name)?.id;
-        let Some((seq, held)) = self.lease(id, receipt) else {
-            return Ok(false);
-        };
-        let until = self.now + lease.as_millis() as i64;
-        self.set_lease(id, seq, Some(Lease { until, ..held }));
-        Ok(true)
     }
 
     fn redrive(&mut self, tx: &Connection, name: &str, ids: Option<&[String]>) -> Result<u64> {
@@ -1134,12 +1270,13 @@ impl Ctx<'_> {
                 .map_err(write_error)? as u64;
             moved += delete.execute(params![queue.id, id]).map_err(write_error)? as u64;
         }
+        queue.dead = queue.dead.saturating_sub(moved);
         if added > 0 {
             queue.live += added;
+            let id = queue.id;
             // Like new messages (see `send`).
-            queue.reveal(now, i64::MIN);
+            self.reveal(id, now, i64::MIN);
         }
-        queue.dead = queue.dead.saturating_sub(moved);
         Ok(moved)
     }
 
@@ -1173,6 +1310,13 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 
 fn col<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, i: usize) -> Result<T> {
     row.get(i).map_err(storage)
+}
+
+/// Run blocking work (SQLite, or a lock the writer may hold) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError::Backend(e.to_string()))?
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -261,3 +261,105 @@ async fn a_queue_file_of_a_newer_format_is_refused() {
     let refused = EmbeddedQueue::open(dir.path(), options());
     assert!(matches!(refused, Err(QueueError::Unavailable(m)) if m.contains("newer")));
 }
+
+/// Receives read the last commit while the writer commits sends, acks and nacks: under all
+/// of that at once, no message is leased twice at the same time, none comes back once its
+/// ack was sent (even before that ack committed), and every one is acked in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_racing_the_writer_never_hand_out_a_message_twice() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    const MESSAGES: usize = 6000;
+    let dir = temp_dir();
+    let q = Arc::new(EmbeddedQueue::open(dir.path(), options()).unwrap());
+    q.declare(&QueueSpec {
+        name: "s".into(),
+        max_attempts: 1000,
+        max_depth: 1_000_000,
+    })
+    .await
+    .unwrap();
+
+    // Who holds each message now, and which were acked (from the moment the ack is sent).
+    let held: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+
+    let senders: Vec<_> = (0..4)
+        .map(|s| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for i in (s * 10..MESSAGES).step_by(4 * 10) {
+                    let batch = (i..(i + 10).min(MESSAGES)).map(message).collect();
+                    q.send("s", batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (q, held, acked) = (q.clone(), held.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                let mut round = 0usize;
+                while acked.lock().unwrap().len() < MESSAGES {
+                    round += 1;
+                    let got = q.receive("s", 25, Duration::from_secs(60)).await.unwrap();
+                    if got.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    {
+                        let (mut held, acked) = (held.lock().unwrap(), acked.lock().unwrap());
+                        for d in &got {
+                            assert!(!acked.contains(&d.id), "{} came back after its ack", d.id);
+                            if let Some(other) = held.insert(d.id.clone(), c) {
+                                panic!("{} leased to consumers {other} and {c} at once", d.id);
+                            }
+                        }
+                    }
+                    let (back, keep) = got.split_at(match round % 7 {
+                        0 => got.len() / 2,
+                        _ => 0,
+                    });
+                    // Some go back: released, or nacked to be retried at once.
+                    for (i, d) in back.iter().enumerate() {
+                        held.lock().unwrap().remove(&d.id);
+                        if i % 2 == 0 {
+                            q.release("s", std::slice::from_ref(&d.receipt))
+                                .await
+                                .unwrap();
+                        } else {
+                            q.nack("s", &d.receipt, Duration::ZERO, "again")
+                                .await
+                                .unwrap();
+                        }
+                    }
+                    // The rest is acked without waiting, as workers do.
+                    {
+                        let (mut held, mut acked) = (held.lock().unwrap(), acked.lock().unwrap());
+                        for d in keep {
+                            held.remove(&d.id);
+                            acked.insert(d.id.clone());
+                        }
+                    }
+                    let receipts: Vec<_> = keep.iter().map(|d| d.receipt.clone()).collect();
+                    let q = q.clone();
+                    acks.push(tokio::spawn(async move { q.ack("s", &receipts).await }));
+                }
+                for ack in acks {
+                    ack.await.unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in senders.into_iter().chain(consumers) {
+        tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("the queue drained")
+            .unwrap();
+    }
+    let stats = q.stats("s").await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight, stats.dead), (0, 0, 0));
+    assert_eq!(acked.lock().unwrap().len(), MESSAGES);
+}
