@@ -22,8 +22,11 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod acks;
 mod breaker;
 mod control;
+
+use acks::Acks;
 
 pub use breaker::{Breaker, Health};
 pub use control::{Control, ControlError, Pause};
@@ -105,17 +108,22 @@ impl Drain {
         }
     }
 
-    /// Start every worker; each returns once `shutdown` is cancelled, after finishing the
-    /// batch in hand.
+    /// Start every worker, and each stream's acker. Workers return once `shutdown` is
+    /// cancelled, after finishing the batch in hand; the ackers after the last ack of their
+    /// workers has committed.
     pub fn spawn(self: &Arc<Self>, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let mut handles = Vec::new();
         for (index, stream) in self.streams.iter().enumerate() {
+            let (acks, acker) = Acks::spawn(self.queue.clone(), &stream.name);
             for _ in 0..stream.workers {
-                let (drain, shutdown) = (self.clone(), shutdown.clone());
+                let (drain, shutdown, acks) = (self.clone(), shutdown.clone(), acks.clone());
                 handles.push(tokio::spawn(async move {
-                    drain.work(index, shutdown).await;
+                    drain.work(index, &acks, shutdown).await;
+                    // Nothing more in hand: what is gathered is acked now.
+                    acks.send(Vec::new(), true);
                 }));
             }
+            handles.push(acker);
         }
         handles
     }
@@ -135,24 +143,12 @@ impl Drain {
         &self.control
     }
 
-    async fn work(&self, index: usize, shutdown: CancellationToken) {
+    async fn work(&self, index: usize, acks: &Acks, shutdown: CancellationToken) {
         let stream = &self.streams[index];
-        let mut acking = None;
-        self.work_loop(stream, &mut acking, shutdown).await;
-        // Shutdown: the last ack is committed before the queue closes.
-        settle(&stream.name, acking.take()).await;
-    }
-
-    async fn work_loop(
-        &self,
-        stream: &StreamDrain,
-        acking: &mut Option<JoinHandle<levee_queue::Result<()>>>,
-        shutdown: CancellationToken,
-    ) {
         let mut changes = self.control.subscribe();
         let mut arrivals = self.queue.arrivals();
-        // The next batch, received while the last one was being written.
-        let mut next: Option<Vec<Delivery>> = None;
+        // The next batch, received and parsed while the last one was being written.
+        let mut next: Option<Vec<Parsed>> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -177,7 +173,7 @@ impl Drain {
                     .receive(&stream.name, stream.batch_size, stream.lease)
                     .await
                 {
-                    Ok(batch) => batch,
+                    Ok(batch) => parse(batch),
                     Err(e) => {
                         tracing::error!(stream = stream.name, error = %e, "cannot receive from the queue");
                         sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
@@ -202,30 +198,19 @@ impl Drain {
             }
             // The batch in hand is finished even during shutdown. The next one is received
             // meanwhile, so the database never waits on the queue between two batches.
-            let (delivered, prefetched) = tokio::join!(
-                self.deliver(stream, batch),
-                self.queue
+            let prefetch = async {
+                let batch = self
+                    .queue
                     .receive(&stream.name, stream.batch_size, stream.lease)
-            );
+                    .await?;
+                Ok::<_, levee_queue::QueueError>(parse(batch))
+            };
+            let (delivered, prefetched) = tokio::join!(self.deliver(stream, batch), prefetch);
             let all_well = delivered.is_ok() && self.breaker.health().healthy;
-            match delivered {
-                Ok(written) => {
-                    // The ack's commit (an fsync) runs while this worker writes its next
-                    // batch; only one is in flight per worker. Until it commits, the acked
-                    // messages stay leased to this process, and if it dies first they are
-                    // delivered again and their rows, already there, are not written twice.
-                    settle(&stream.name, acking.take()).await;
-                    if !written.is_empty() {
-                        let (queue, name) = (self.queue.clone(), stream.name.clone());
-                        *acking = Some(tokio::spawn(
-                            async move { queue.ack(&name, &written).await },
-                        ));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(stream = stream.name, error = %e, "queue failure after a write")
-                }
-            }
+            let written = delivered.unwrap_or_else(|e| {
+                tracing::error!(stream = stream.name, error = %e, "queue failure after a write");
+                Vec::new()
+            });
             match prefetched {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(batch)
@@ -237,7 +222,8 @@ impl Drain {
                 }
                 // Paused, stopping or failing: hand it back now rather than sit on its leases.
                 Ok(batch) => {
-                    let receipts: Vec<Receipt> = batch.into_iter().map(|d| d.receipt).collect();
+                    let receipts: Vec<Receipt> =
+                        batch.into_iter().map(|(d, _)| d.receipt).collect();
                     if let Err(e) = self.queue.release(&stream.name, &receipts).await {
                         tracing::error!(stream = stream.name, error = %e, "cannot release a batch");
                     }
@@ -246,6 +232,8 @@ impl Drain {
                     tracing::error!(stream = stream.name, error = %e, "cannot receive from the queue")
                 }
             }
+            // With nothing more in hand (idle, pausing, failing, stopping) the acks go now.
+            acks.send(written, next.is_none());
         }
     }
 
@@ -254,15 +242,11 @@ impl Drain {
     async fn deliver(
         &self,
         stream: &StreamDrain,
-        batch: Vec<Delivery>,
+        batch: Vec<Parsed>,
     ) -> levee_queue::Result<Vec<Receipt>> {
         let q = &stream.name;
         let mut readable = Vec::with_capacity(batch.len());
-        for d in batch {
-            // JSON is UTF-8 (RFC 8259): what parses is text, and kept as received.
-            let parsed = std::str::from_utf8(&d.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<Value>(text).map_err(|e| e.to_string()));
+        for (d, parsed) in batch {
             match parsed {
                 Ok(payload) => readable.push((d, payload)),
                 // Intake only enqueues JSON: this can never be written, whatever the retries.
@@ -350,16 +334,22 @@ impl Drain {
     }
 }
 
-/// Wait for an ack in flight; a failed one only means those messages come back later.
-async fn settle(stream: &str, acking: Option<JoinHandle<levee_queue::Result<()>>>) {
-    let Some(acking) = acking else { return };
-    match acking.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(stream, error = %e, "cannot ack written messages; they will be delivered again")
-        }
-        Err(e) => tracing::error!(stream, error = %e, "an ack task failed"),
-    }
+/// A received message with its payload parsed, or why it cannot be.
+type Parsed = (Delivery, Result<Value, String>);
+
+/// Parse a batch's payloads. It runs as soon as the batch is received, while the worker's
+/// previous batch is being written, so that the database never waits for it.
+fn parse(batch: Vec<Delivery>) -> Vec<Parsed> {
+    batch
+        .into_iter()
+        .map(|d| {
+            // JSON is UTF-8 (RFC 8259): what parses is text, and kept as received.
+            let parsed = std::str::from_utf8(&d.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str::<Value>(text).map_err(|e| e.to_string()));
+            (d, parsed)
+        })
+        .collect()
 }
 
 fn receipts(batch: &[(Delivery, Value)]) -> Vec<Receipt> {
