@@ -8,12 +8,14 @@
 //! (the database is down, busy or read-only: retry later, the data is fine) or
 //! [`SinkError::Rejected`] (the data itself cannot be written: a constraint, a type).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use chrono::format::{Item, StrftimeItems};
 use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
@@ -21,7 +23,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// How a stream's messages become rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mapping {
     pub table: String,
     /// (column, JSON pointer into the payload), in a stable order.
@@ -74,6 +76,9 @@ pub trait Sink: Send + Sync + 'static {
     async fn check(&self, mapping: &Mapping) -> Result<(), SinkError>;
 }
 
+/// Most INSERT statements kept built (see `SqlSink::insert`).
+const MAX_CACHED_INSERTS: usize = 32;
+
 /// The columns every table has before the mapped ones.
 const FIXED: [&str; 3] = ["id", "received_at", "payload"];
 
@@ -118,6 +123,8 @@ pub struct SqlSink {
     /// PostgreSQL only: each table's column types, for the casts that let every value be
     /// bound as text (PostgreSQL will not assign a text parameter to an integer column).
     pg_types: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// The INSERT for each mapping and number of rows seen: built once, not per write.
+    inserts: Mutex<HashMap<(Mapping, usize), Arc<str>>>,
 }
 
 impl SqlSink {
@@ -174,6 +181,7 @@ impl SqlSink {
         Ok(SqlSink {
             pool,
             pg_types: Mutex::new(HashMap::new()),
+            inserts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,27 +349,95 @@ impl SqlSink {
         sql
     }
 
-    /// The values of one row, all as text (NULL where the pointer finds nothing).
-    fn values(&self, mapping: &Mapping, row: &Row<'_>) -> Vec<Option<String>> {
-        let at = chrono::DateTime::<chrono::Utc>::from(row.received_at);
-        let received_at = match self.pool {
-            Pool::Postgres(_) => at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
-            _ => at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+    /// The INSERT for `rows` rows of `mapping`, from the cache or built and cached.
+    async fn insert(&self, mapping: &Mapping, rows: usize) -> Result<Arc<str>, SinkError> {
+        let key = (mapping.clone(), rows);
+        if let Some(sql) = self.inserts.lock().unwrap().get(&key) {
+            return Ok(sql.clone());
+        }
+        let pg_types = match self.pool {
+            Pool::Postgres(_) => Some(self.pg_types(&mapping.table).await?),
+            _ => None,
         };
-        let mut values = vec![
-            Some(row.id.to_owned()),
-            Some(received_at),
-            Some(row.json.to_owned()),
-        ];
-        values.extend(mapping.columns.iter().map(
-            |(_, pointer)| match row.payload.pointer(pointer) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => Some(other.to_string()),
-            },
-        ));
+        let sql: Arc<str> = self.insert_sql(mapping, rows, pg_types.as_ref()).into();
+        let mut inserts = self.inserts.lock().unwrap();
+        // Partial batches come in every size: keep the cache small, the full batch's
+        // INSERT is back after one write.
+        if inserts.len() >= MAX_CACHED_INSERTS {
+            inserts.clear();
+        }
+        inserts.insert(key, sql.clone());
+        Ok(sql)
+    }
+
+    /// The values of the rows, all as text (NULL where a pointer finds nothing), row after
+    /// row; borrowed from the rows where they can be.
+    fn values<'r>(&self, mapping: &Mapping, rows: &[Row<'r>]) -> Vec<Option<Cow<'r, str>>> {
+        // The formats, parsed once.
+        static POSTGRES: LazyLock<Vec<Item<'static>>> =
+            LazyLock::new(|| StrftimeItems::new("%Y-%m-%d %H:%M:%S%.6f+00").collect());
+        static OTHERS: LazyLock<Vec<Item<'static>>> =
+            LazyLock::new(|| StrftimeItems::new("%Y-%m-%d %H:%M:%S%.6f").collect());
+        let format = match self.pool {
+            Pool::Postgres(_) => &POSTGRES,
+            _ => &OTHERS,
+        };
+        let pointers: Vec<Option<Vec<String>>> = mapping
+            .columns
+            .iter()
+            .map(|(_, pointer)| pointer_tokens(pointer))
+            .collect();
+        let mut values = Vec::with_capacity(rows.len() * (FIXED.len() + pointers.len()));
+        for row in rows {
+            let at = chrono::DateTime::<chrono::Utc>::from(row.received_at);
+            values.push(Some(Cow::Borrowed(row.id)));
+            values.push(Some(Cow::Owned(
+                at.format_with_items(format.iter()).to_string(),
+            )));
+            values.push(Some(Cow::Borrowed(row.json)));
+            for tokens in &pointers {
+                let found = tokens.as_deref().and_then(|t| lookup(row.payload, t));
+                values.push(match found {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+                    Some(other) => Some(Cow::Owned(other.to_string())),
+                });
+            }
+        }
         values
     }
+}
+
+/// A JSON pointer's reference tokens, unescaped (RFC 6901); `None` if it is not a pointer.
+/// Split once per write: `Value::pointer` splits and unescapes again for every row.
+fn pointer_tokens(pointer: &str) -> Option<Vec<String>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    let tokens = pointer.strip_prefix('/')?.split('/');
+    Some(
+        tokens
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
+/// What `Value::pointer` finds, from the pointer's tokens.
+fn lookup<'v>(mut value: &'v Value, tokens: &[String]) -> Option<&'v Value> {
+    for token in tokens {
+        value = match value {
+            Value::Object(map) => map.get(token)?,
+            // An array index is digits without a leading zero (RFC 6901).
+            Value::Array(list) => {
+                if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+                    return None;
+                }
+                list.get(token.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 #[async_trait]
@@ -370,16 +446,11 @@ impl Sink for SqlSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let pg_types = match self.pool {
-            Pool::Postgres(_) => Some(self.pg_types(&mapping.table).await?),
-            _ => None,
-        };
-        let sql = self.insert_sql(mapping, rows.len(), pg_types.as_ref());
-        let values: Vec<Vec<Option<String>>> =
-            rows.iter().map(|r| self.values(mapping, r)).collect();
+        let sql = self.insert(mapping, rows.len()).await?;
+        let values = self.values(mapping, rows);
         let inserted = with_pool!(&self.pool, p => {
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for value in values.into_iter().flatten() {
+            for value in values {
                 query = query.bind(value);
             }
             query.execute(p).await.map(|done| done.rows_affected())
@@ -405,6 +476,10 @@ impl Sink for SqlSink {
             // The table may have been altered (that is how a bad row gets fixed): read its
             // column types again before the next try.
             self.pg_types.lock().unwrap().remove(&mapping.table);
+            self.inserts
+                .lock()
+                .unwrap()
+                .retain(|(m, _), _| m.table != mapping.table);
         }
         result
     }
@@ -662,6 +737,27 @@ pub mod testing {
 
         pub fn is_mysql(&self) -> bool {
             matches!(self.pool, Pool::MySql(_))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_tokens_find_what_value_pointer_finds() {
+        let doc = serde_json::json!({
+            "zip": "37415",
+            "a": {"b": [10, {"c": "deep"}], "": "empty key"},
+            "a/b": "slash", "m~n": "tilde", "list": [1, 2, 3],
+        });
+        for pointer in [
+            "", "/zip", "/a/b/0", "/a/b/1/c", "/a/", "/a~1b", "/m~0n", "/list/2", "/list/02",
+            "/list/+1", "/list/-", "/list/3", "/missing", "/zip/0", "zip", "/a/b/x",
+        ] {
+            let found = pointer_tokens(pointer).and_then(|t| lookup(&doc, &t).cloned());
+            assert_eq!(found.as_ref(), doc.pointer(pointer), "{pointer:?}");
         }
     }
 }
