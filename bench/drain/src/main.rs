@@ -169,7 +169,7 @@ async fn run(args: &Args, pg: &PgPool, tables: &mut Vec<String>) -> anyhow::Resu
         vec![stream],
     ));
     checkpoint(pg).await;
-    let (shutdown, started) = (CancellationToken::new(), Instant::now());
+    let (shutdown, started, cpu) = (CancellationToken::new(), Instant::now(), Cpu::now());
     let workers = drain.spawn(&shutdown);
     loop {
         let stats = queue.stats(STREAM).await?;
@@ -179,7 +179,7 @@ async fn run(args: &Args, pg: &PgPool, tables: &mut Vec<String>) -> anyhow::Resu
         // Coarse enough that watching costs the queue nothing worth measuring.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let levee = started.elapsed();
+    let (levee, levee_cpu) = (started.elapsed(), Cpu::now().since(cpu));
     shutdown.cancel();
     for w in workers {
         w.await?;
@@ -192,6 +192,7 @@ async fn run(args: &Args, pg: &PgPool, tables: &mut Vec<String>) -> anyhow::Resu
     // c) The same rows through plain sqlx, into a table of the same shape.
     let table = fresh_table(&sink, "bench_raw", tables).await?.table;
     checkpoint(pg).await;
+    let cpu = Cpu::now();
     let raw = raw_insert(
         &args.database,
         &table,
@@ -200,6 +201,7 @@ async fn run(args: &Args, pg: &PgPool, tables: &mut Vec<String>) -> anyhow::Resu
         args.workers,
     )
     .await?;
+    let raw_cpu = Cpu::now().since(cpu);
     expect_rows(pg, &table, n).await?;
     drop_table(pg, &table).await;
     eprintln!("plain sqlx inserted {n} in {:.1} s", raw.as_secs_f64());
@@ -221,16 +223,26 @@ async fn run(args: &Args, pg: &PgPool, tables: &mut Vec<String>) -> anyhow::Resu
     println!(
         "\nbench/drain: {n} messages of ~{bytes} bytes, batch {batch}, {workers} workers, PostgreSQL {version}"
     );
-    println!("{:<44} {:>8} {:>10}", "phase", "seconds", "msgs/s");
-    for (phase, time) in [
-        ("preload the embedded queue (1,000 per send)", preload),
-        ("levee workers: queue -> PostgreSQL", levee),
-        ("plain sqlx: memory -> PostgreSQL", raw),
+    println!(
+        "{:<44} {:>8} {:>10} {:>14} {:>14}",
+        "phase", "seconds", "msgs/s", "CPU s: bench", "postgres"
+    );
+    println!(
+        "{:<44} {:>8.2} {:>10.0}",
+        "preload the embedded queue (1,000 per send)",
+        preload.as_secs_f64(),
+        n as f64 / preload.as_secs_f64()
+    );
+    for (phase, time, cpu) in [
+        ("levee workers: queue -> PostgreSQL", levee, levee_cpu),
+        ("plain sqlx: memory -> PostgreSQL", raw, raw_cpu),
     ] {
         println!(
-            "{phase:<44} {:>8.2} {:>10.0}",
+            "{phase:<44} {:>8.2} {:>10.0} {:>14.1} {:>14.1}",
             time.as_secs_f64(),
-            n as f64 / time.as_secs_f64()
+            n as f64 / time.as_secs_f64(),
+            cpu.own,
+            cpu.postgres
         );
     }
     println!(
@@ -241,6 +253,53 @@ async fn run(args: &Args, pg: &PgPool, tables: &mut Vec<String>) -> anyhow::Resu
         println!("{line}");
     }
     Ok(())
+}
+
+/// CPU seconds used so far by this process (levee's workers and queue run in it) and by
+/// all PostgreSQL processes, from /proc; zero where /proc cannot tell.
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let ticks = |stat: &str| -> Option<(String, f64)> {
+            // comm is in parentheses and may hold spaces; utime and stime follow it as the
+            // 12th and 13th fields.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let used =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            // USER_HZ is 100 on Linux.
+            Some((comm, used / 100.0))
+        };
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| ticks(&s))
+            .map_or(0.0, |(_, t)| t);
+        let postgres = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|s| ticks(&s))
+            .filter(|(comm, _)| comm == "postgres")
+            .map(|(_, t)| t)
+            .sum();
+        Cpu { own, postgres }
+    }
+
+    /// What was used since `before`. PostgreSQL backends that exited meanwhile are not
+    /// counted; the pools here keep theirs open for the whole phase.
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            own: self.own - before.own,
+            postgres: (self.postgres - before.postgres).max(0.0),
+        }
+    }
 }
 
 /// Start each timed phase with no dirty pages left over from the one before.
