@@ -53,6 +53,8 @@ use crate::{
 const CHANNEL_CAPACITY: usize = 8192;
 /// Most commands in one commit; more wait for the next.
 const MAX_GROUP: usize = 2048;
+/// Most messages one `DELETE` of an ack names (SQLite takes at most 32,766 parameters).
+const ACK_CHUNK: usize = 1000;
 /// How often the writer re-reads the free disk space.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -219,6 +221,8 @@ impl Leases {
             attempts: 0,
         };
         let mut out = Vec::with_capacity(max.min(1024));
+        // Leased only once every row is read: a read that fails half-way leases nothing.
+        let mut leased = Vec::with_capacity(max.min(1024));
         while out.len() < max
             && let Some(row) = rows.next().map_err(storage)?
         {
@@ -241,6 +245,9 @@ impl Leases {
                     receipt: Receipt(format!("{seq}:{}", lease.token)),
                 },
             ));
+            leased.push((seq, visible_at, attempts));
+        }
+        for (seq, visible_at, attempts) in leased {
             self.set(
                 seq,
                 Some(Lease {
@@ -1205,14 +1212,17 @@ impl Ctx<'_> {
         if seqs.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "DELETE FROM messages WHERE seq IN ({})",
-            placeholders(seqs.len())
-        );
-        let removed = tx
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.execute(rusqlite::params_from_iter(&seqs)))
-            .map_err(write_error)? as u64;
+        let mut removed = 0;
+        for chunk in seqs.chunks(ACK_CHUNK) {
+            let sql = format!(
+                "DELETE FROM messages WHERE seq IN ({})",
+                placeholders(chunk.len())
+            );
+            removed += tx
+                .prepare_cached(&sql)
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(chunk)))
+                .map_err(write_error)? as u64;
+        }
         let queue = self.queue(name)?;
         queue.live = queue.live.saturating_sub(removed);
         Ok(())

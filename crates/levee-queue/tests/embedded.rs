@@ -363,3 +363,31 @@ async fn receives_racing_the_writer_never_hand_out_a_message_twice() {
     assert_eq!((stats.depth, stats.in_flight, stats.dead), (0, 0, 0));
     assert_eq!(acked.lock().unwrap().len(), MESSAGES);
 }
+
+#[tokio::test]
+async fn one_ack_can_name_more_messages_than_sqlite_takes_parameters() {
+    // SQLite takes at most 32,766 parameters in one statement; an acker may gather more.
+    let dir = temp_dir();
+    let q = open(dir.path(), options()).await;
+    let n = 40_000;
+    for start in (0..n).step_by(5_000) {
+        q.send("s", (start..start + 5_000).map(message).collect())
+            .await
+            .unwrap();
+    }
+    let batch = q.receive("s", n, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(batch.len(), n);
+    let receipts: Vec<_> = batch.into_iter().map(|d| d.receipt).collect();
+    q.ack("s", &receipts).await.unwrap();
+    let stats = q.stats("s").await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (0, 0));
+    q.close().await;
+    drop(q);
+    let q = open(dir.path(), options()).await;
+    assert!(
+        q.receive("s", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
