@@ -7,7 +7,9 @@
 //! `ACK_GROUP` messages at once, held back at most `ACK_LINGER`, with one ack in flight
 //! while the next group gathers. Until its ack commits, a written message stays leased to
 //! this process; if the process dies first it is delivered again, and its row, already
-//! there, is not written twice.
+//! there, is not written twice. The acker takes at most two batches per worker ahead of
+//! the ack in flight: when the queue's commits fall behind, workers wait for them rather
+//! than pile up written messages whose leases could run out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,27 +34,32 @@ struct Written {
 /// A worker's handle on its stream's acker. The acker finishes, after acking everything
 /// sent to it, once every handle is dropped.
 #[derive(Clone)]
-pub(crate) struct Acks(mpsc::UnboundedSender<Written>);
+pub(crate) struct Acks(mpsc::Sender<Written>);
 
 impl Acks {
-    /// Start the acker of `stream`.
-    pub(crate) fn spawn(queue: Arc<dyn Queue>, stream: &str) -> (Acks, JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Start the acker of `stream`, drained by `workers` workers.
+    pub(crate) fn spawn(
+        queue: Arc<dyn Queue>,
+        stream: &str,
+        workers: usize,
+    ) -> (Acks, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(2 * workers.max(1));
         let acker = tokio::spawn(run(queue, stream.to_owned(), rx));
         (Acks(tx), acker)
     }
 
-    pub(crate) fn send(&self, receipts: Vec<Receipt>, now: bool) {
+    /// Hand over written receipts; waits while the acker is two batches per worker behind.
+    pub(crate) async fn send(&self, receipts: Vec<Receipt>, now: bool) {
         if receipts.is_empty() && !now {
             return;
         }
         // The acker outlives every handle, so this cannot fail; if it did, the messages
         // would only be delivered again.
-        let _ = self.0.send(Written { receipts, now });
+        let _ = self.0.send(Written { receipts, now }).await;
     }
 }
 
-async fn run(queue: Arc<dyn Queue>, stream: String, mut rx: mpsc::UnboundedReceiver<Written>) {
+async fn run(queue: Arc<dyn Queue>, stream: String, mut rx: mpsc::Receiver<Written>) {
     let mut open = true;
     while open {
         let Some(first) = rx.recv().await else {
@@ -75,7 +82,9 @@ async fn run(queue: Arc<dyn Queue>, stream: String, mut rx: mpsc::UnboundedRecei
             }
         }
         // Whatever is left over from a group of workers that all went idle together.
-        while let Ok(more) = rx.try_recv() {
+        while receipts.len() < ACK_GROUP
+            && let Ok(more) = rx.try_recv()
+        {
             receipts.extend(more.receipts);
         }
         if receipts.is_empty() {

@@ -114,13 +114,13 @@ impl Drain {
     pub fn spawn(self: &Arc<Self>, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let mut handles = Vec::new();
         for (index, stream) in self.streams.iter().enumerate() {
-            let (acks, acker) = Acks::spawn(self.queue.clone(), &stream.name);
+            let (acks, acker) = Acks::spawn(self.queue.clone(), &stream.name, stream.workers);
             for _ in 0..stream.workers {
                 let (drain, shutdown, acks) = (self.clone(), shutdown.clone(), acks.clone());
                 handles.push(tokio::spawn(async move {
                     drain.work(index, &acks, shutdown).await;
                     // Nothing more in hand: what is gathered is acked now.
-                    acks.send(Vec::new(), true);
+                    acks.send(Vec::new(), true).await;
                 }));
             }
             handles.push(acker);
@@ -233,7 +233,7 @@ impl Drain {
                 }
             }
             // With nothing more in hand (idle, pausing, failing, stopping) the acks go now.
-            acks.send(written, next.is_none());
+            acks.send(written, next.is_none()).await;
         }
     }
 
