@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -125,6 +126,9 @@ pub struct SqlSink {
     pg_types: Mutex<HashMap<String, HashMap<String, String>>>,
     /// The INSERT for each mapping and number of rows seen: built once, not per write.
     inserts: Mutex<HashMap<(Mapping, usize), Arc<str>>>,
+    /// How many times the caches above were emptied for a rejected write: what was read
+    /// before one of those is not cached after it.
+    forgotten: AtomicU64,
 }
 
 impl SqlSink {
@@ -182,6 +186,7 @@ impl SqlSink {
             pool,
             pg_types: Mutex::new(HashMap::new()),
             inserts: Mutex::new(HashMap::new()),
+            forgotten: AtomicU64::new(0),
         })
     }
 
@@ -290,16 +295,17 @@ impl SqlSink {
         if let Some(types) = self.pg_types.lock().unwrap().get(table) {
             return Ok(types.clone());
         }
+        let forgotten = self.forgotten.load(Ordering::Acquire);
         let types = self.columns(table).await?;
         if types.is_empty() {
             return Err(SinkError::Schema(format!(
                 "table {table} does not exist; run `levee migrate`"
             )));
         }
-        self.pg_types
-            .lock()
-            .unwrap()
-            .insert(table.to_owned(), types.clone());
+        let mut cache = self.pg_types.lock().unwrap();
+        if self.forgotten.load(Ordering::Acquire) == forgotten {
+            cache.insert(table.to_owned(), types.clone());
+        }
         Ok(types)
     }
 
@@ -355,12 +361,17 @@ impl SqlSink {
         if let Some(sql) = self.inserts.lock().unwrap().get(&key) {
             return Ok(sql.clone());
         }
+        let forgotten = self.forgotten.load(Ordering::Acquire);
         let pg_types = match self.pool {
             Pool::Postgres(_) => Some(self.pg_types(&mapping.table).await?),
             _ => None,
         };
         let sql: Arc<str> = self.insert_sql(mapping, rows, pg_types.as_ref()).into();
         let mut inserts = self.inserts.lock().unwrap();
+        if self.forgotten.load(Ordering::Acquire) != forgotten {
+            // Built from column types read before a rejected write: used once, not kept.
+            return Ok(sql);
+        }
         // Partial batches come in every size: keep the cache small, the full batch's
         // INSERT is back after one write.
         if inserts.len() >= MAX_CACHED_INSERTS {
@@ -475,6 +486,7 @@ impl Sink for SqlSink {
         if matches!(result, Err(SinkError::Rejected(_))) {
             // The table may have been altered (that is how a bad row gets fixed): read its
             // column types again before the next try.
+            self.forgotten.fetch_add(1, Ordering::AcqRel);
             self.pg_types.lock().unwrap().remove(&mapping.table);
             self.inserts
                 .lock()
