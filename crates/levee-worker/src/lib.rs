@@ -114,7 +114,7 @@ impl Drain {
     pub fn spawn(self: &Arc<Self>, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let mut handles = Vec::new();
         for (index, stream) in self.streams.iter().enumerate() {
-            let (acks, acker) = Acks::spawn(self.queue.clone(), &stream.name, stream.workers);
+            let (acks, acker) = Acks::spawn(self.queue.clone(), &stream.name);
             for _ in 0..stream.workers {
                 let (drain, shutdown, acks) = (self.clone(), shutdown.clone(), acks.clone());
                 handles.push(tokio::spawn(async move {
