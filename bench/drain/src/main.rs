@@ -431,19 +431,28 @@ async fn lag(args: &Args, table: &str, pg: &PgPool) -> anyhow::Result<String> {
                     Ok(r) if r.status() == 202 => r.json::<serde_json::Value>().await.ok(),
                     _ => None,
                 };
+                let answered = sent.elapsed();
                 match id.as_ref().and_then(|v| v["id"].as_str()) {
-                    Some(id) => sent_tx.send((id.to_owned(), sent)).is_ok(),
-                    None => false,
+                    Some(id) => sent_tx
+                        .send((id.to_owned(), sent))
+                        .is_ok()
+                        .then_some(answered),
+                    None => None,
                 }
             });
         }
         next = due;
     }
     let sent_rate = total as f64 / started.elapsed().as_secs_f64();
-    let (mut accepted, mut refused) = (0, 0);
-    while let Some(ok) = requests.join_next().await {
-        if ok? { accepted += 1 } else { refused += 1 }
+    let (mut answers, mut refused) = (Vec::new(), 0);
+    while let Some(answer) = requests.join_next().await {
+        match answer? {
+            Some(answered) => answers.push(answered),
+            None => refused += 1,
+        }
     }
+    let accepted = answers.len();
+    answers.sort();
     drop(sent_tx);
     let mut lags = watcher.await??;
     node.kill().await?;
@@ -454,10 +463,11 @@ async fn lag(args: &Args, table: &str, pg: &PgPool) -> anyhow::Result<String> {
         percentile(&lags, 0.99),
         percentile(&lags, 1.0),
     );
+    let (answer_p50, answer_p99) = (percentile(&answers, 0.5), percentile(&answers, 0.99));
     Ok(format!(
         "lag POST -> visible row at {rate}/s for {seconds} s (sent {sent_rate:.0}/s): \
          p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; {measured} measured of {accepted} accepted, \
-         {refused} not accepted"
+         {refused} not accepted; of which the 202 itself: p50 {answer_p50:.1} ms, p99 {answer_p99:.1} ms"
     ))
 }
 
