@@ -889,7 +889,7 @@ impl Writer {
                     .any(|(q, s)| self.queues.get(q).is_none_or(|old| s.live > old.live));
                 self.queues = queues;
                 *lock(&self.shared) = self.queues.clone();
-                settle.apply(&mut lock(&self.leases), None);
+                settle.committed(&mut lock(&self.leases));
                 // After the reveals, so that a woken receive starts before the new messages.
                 if added {
                     self.arrivals.send_modify(|n| *n += 1);
@@ -898,7 +898,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "queue commit failed");
-                settle.apply(&mut lock(&self.leases), Some(undo.drain(..)));
+                settle.rolled_back(&mut lock(&self.leases), undo.drain(..));
                 Some(storage(e))
             }
         };
@@ -965,17 +965,22 @@ struct Settle {
 }
 
 impl Settle {
-    /// After a commit (`undo` is `None`), or after a failed one, whose lease changes are
-    /// undone.
-    fn apply(self, leases: &mut HashMap<i64, Leases>, undo: Option<std::vec::Drain<'_, Undo>>) {
-        match undo {
-            None => {
-                for (queue, visible_at, seq) in self.reveals {
-                    leases.entry(queue).or_default().reveal(visible_at, seq);
-                }
-            }
-            Some(undo) => undo_leases(leases, undo),
+    /// The group committed: receivers may now see what it revealed.
+    fn committed(self, leases: &mut HashMap<i64, Leases>) {
+        for &(queue, visible_at, seq) in &self.reveals {
+            leases.entry(queue).or_default().reveal(visible_at, seq);
         }
+        self.unmark(leases);
+    }
+
+    /// The group's commit failed: its lease changes are undone.
+    fn rolled_back(self, leases: &mut HashMap<i64, Leases>, undo: std::vec::Drain<'_, Undo>) {
+        undo_leases(leases, undo);
+        self.unmark(leases);
+    }
+
+    /// The ended leases are settled either way: no longer skipped by receives.
+    fn unmark(self, leases: &mut HashMap<i64, Leases>) {
         for (queue, seq) in self.settled {
             if let Some(leases) = leases.get_mut(&queue) {
                 leases.settling.remove(&seq);

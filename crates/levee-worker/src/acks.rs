@@ -94,11 +94,11 @@ async fn run(
                     receipts.extend(more.receipts);
                     permits += more.permits;
                 }
-                Ok(None) => open = false,
+                Ok(None) => {
+                    open = false;
+                    break;
+                }
                 Err(_) => break,
-            }
-            if !open {
-                break;
             }
         }
         // Whatever is left over from a group of workers that all went idle together.
